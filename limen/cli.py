@@ -1,0 +1,81 @@
+"""The ``limen`` command (Typer + Rich).
+
+Sub-command groups live in their own modules and are attached here with
+``app.add_typer``; this file only holds the top-level commands.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from limen import __version__
+from limen.config import config_file_path, load_settings, write_sample_config
+
+app = typer.Typer(
+    name="limen",
+    help="Limen: Session Border Controller and teleworker gateway.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Config file (default: $LIMEN_CONFIG or ./limen.toml)."),
+]
+
+
+@app.command()
+def version() -> None:
+    """Print Limen's version."""
+    console.print(f"limen {__version__}")
+
+
+@app.command()
+def init(
+    config: ConfigOption = None,
+    fqdn: Annotated[str, typer.Option(help="Public FQDN for certificates.")] = "limen.local",
+    ip: Annotated[str, typer.Option(help="Public IP for certificates.")] = "127.0.0.1",
+) -> None:
+    """Write a sample config (if none exists), create the data folder and certificate."""
+    from limen.app import prepare
+
+    path = config_file_path(config)
+    if not path.exists():
+        write_sample_config(path, fqdn=fqdn, ip=ip)
+        console.print(f"wrote sample config [bold]{path}[/]")
+    settings = load_settings(path)
+    for line in prepare(settings):
+        console.print(line)
+
+
+@app.command()
+def serve(config: ConfigOption = None) -> None:
+    """Run Limen in the foreground (SIP listeners; Ctrl-C stops it)."""
+    from limen.app import prepare, run
+
+    path = config_file_path(config)
+    if not path.exists():
+        write_sample_config(path)
+        console.print(f"wrote sample config [bold]{path}[/]")
+    settings = load_settings(path)
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for line in prepare(settings):
+        console.print(line)
+    run(settings, announce=console.print)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
