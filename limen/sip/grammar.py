@@ -141,12 +141,26 @@ class Params:
 EMPTY_PARAMS = Params()
 
 
+# Fast path: parameters written the usual way (no LWS, no quoted values), to the end.
+_SIMPLE_PARAMS_RE = re.compile(
+    r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]/@&=$]+)?)*\Z"
+)
+
+
 def read_params(text: str, pos: int, stop: str = ",") -> tuple[Params, int]:
     """Read ``*( SEMI generic-param )`` from ``pos``, allowing LWS around ``;`` and ``=``.
 
     Stops at the end, or (after optional LWS) at any character of ``stop`` that is not
     ``;``. An empty parameter (``;;``) is an error: RFC 4475 §3.1.2.1.
     """
+    if pos == len(text):
+        return EMPTY_PARAMS, pos
+    if _SIMPLE_PARAMS_RE.match(text, pos) is not None:
+        simple: list[tuple[str, str | None]] = []
+        for part in text[pos + 1 :].split(";"):
+            pname, eq, pvalue = part.partition("=")
+            simple.append((pname, pvalue if eq else None))
+        return Params(tuple(simple)), len(text)
     items: list[tuple[str, str | None]] = []
     n = len(text)
     while True:

@@ -198,7 +198,21 @@ class NameAddr:
         return f"<{self.uri}>{self.params}"
 
 
+# Usual shapes: `"Display" <uri>;params`, `Display <uri>;params`, `<uri>;params`.
+_FAST_NAME_ADDR_RE = re.compile(
+    r'[ \t]*(?:("(?:[^"\\]|\\.)*")[ \t]*|((?:[A-Za-z0-9\-.!%*_+`\'~]+[ \t]*)+))?<([^<>\s"]+)>(.*)\Z'
+)
+
+
 def parse_name_addr(text: str) -> NameAddr:
+    fast = _FAST_NAME_ADDR_RE.match(text)
+    if fast is not None:
+        quoted, tokens, uri_text, rest = fast.groups()
+        params, end = read_params(rest, 0, stop="")
+        if end < len(rest):
+            raise SipParseError("trailing characters after address")
+        shown = quoted if quoted is not None else (tokens.rstrip(" \t") if tokens else None)
+        return NameAddr(parse_uri(uri_text), shown, params)
     pos = skip_lws(text, 0)
     n = len(text)
     if pos >= n:
@@ -305,7 +319,24 @@ class Via:
         return f"{self.protocol}/{self.transport} {self.sent_by}{self.params}"
 
 
+_FAST_VIA_RE = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) (\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(?::([0-9]{1,5}))?(;.*)?\Z"
+)
+
+
 def parse_via(text: str) -> Via:
+    fast = _FAST_VIA_RE.match(text)
+    if fast is not None:
+        transport, host, port_text, param_text = fast.groups()
+        fast_port = int(port_text) if port_text is not None else None
+        if fast_port is not None and fast_port > 65535:
+            raise SipParseError("Via port out of range")
+        fast_params = EMPTY_PARAMS
+        if param_text:
+            fast_params, end = read_params(param_text, 0, stop="")
+            if end < len(param_text):
+                raise SipParseError("trailing characters in Via")
+        return Via(transport.upper(), host, fast_port, fast_params)
     pos = skip_lws(text, 0)
     name, pos = read_token(text, pos, "protocol name")
     m = _SLASH_RE.match(text, pos)

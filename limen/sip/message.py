@@ -375,8 +375,10 @@ class Message:
     def typed(self, name: str) -> Any:
         """The typed value of a header: a list for list headers, else the first value or
         None. Raises SipParseError if the header is malformed."""
-        key = header_key(name)
         cache = self._cache
+        if name in cache:
+            return cache[name]
+        key = header_key(name)
         if key in cache:
             return cache[key]
         entry = _TYPED.get(key)
@@ -396,26 +398,30 @@ class Message:
 
     @property
     def via(self) -> list[Via]:
-        result: list[Via] = self.typed("via")
+        result: list[Via] | None = self._cache.get("via")
+        if result is None:
+            result = self.typed("via")
         return result
 
     @property
     def top_via(self) -> Via:
-        vias = self.via
+        vias: list[Via] | None = self._cache.get("via")
+        if vias is None:
+            vias = self.via
         if not vias:
             raise SipParseError("missing Via")
         return vias[0]
 
     @property
     def from_(self) -> NameAddr:
-        result: NameAddr | None = self.typed("from")
+        result: NameAddr | None = self._cache.get("from") or self.typed("from")
         if result is None:
             raise SipParseError("missing From")
         return result
 
     @property
     def to(self) -> NameAddr:
-        result: NameAddr | None = self.typed("to")
+        result: NameAddr | None = self._cache.get("to") or self.typed("to")
         if result is None:
             raise SipParseError("missing To")
         return result
@@ -430,14 +436,14 @@ class Message:
 
     @property
     def call_id(self) -> str:
-        result: str | None = self.typed("call-id")
+        result: str | None = self._cache.get("call-id") or self.typed("call-id")
         if result is None:
             raise SipParseError("missing Call-ID")
         return result
 
     @property
     def cseq(self) -> CSeq:
-        result: CSeq | None = self.typed("cseq")
+        result: CSeq | None = self._cache.get("cseq") or self.typed("cseq")
         if result is None:
             raise SipParseError("missing CSeq")
         return result
@@ -722,7 +728,7 @@ class Response(Message):
 
 # --- parsing ----------------------------------------------------------------------------
 
-_CORE_REQUIRED: Final = ("via", "from", "to", "call-id", "cseq")
+_CORE_REQUIRED_SINGLE: Final = ("from", "to", "call-id", "cseq")
 
 
 def parse_message(data: bytes | bytearray | memoryview) -> Request | Response:
@@ -766,34 +772,43 @@ def parse_message(data: bytes | bytearray | memoryview) -> Request | Response:
     msg._fields = fields
 
     # Single-value headers must not repeat (RFC 3261 §7.3.1; RFC 4475 §3.3.8, §3.3.9).
-    seen: set[str] = set()
+    singles: dict[str, str] = {}
+    vias: list[str] = []
     for f in fields:
         key = f.key
         if key in SINGLE_HEADERS:
-            if key in seen:
+            if key in singles:
                 raise SipParseError(f"more than one {canonical_name(key)} header")
-            seen.add(key)
-    if "via" in (f.key for f in fields):
-        seen.add("via")
-    for key in _CORE_REQUIRED:
-        if key not in seen:
+            singles[key] = f.value
+        elif key == "via":
+            vias.append(f.value)
+    if not vias:
+        raise SipParseError("missing mandatory header Via")
+    for key in _CORE_REQUIRED_SINGLE:
+        if key not in singles:
             raise SipParseError(f"missing mandatory header {canonical_name(key)}")
 
     # Parse the headers every layer needs, so a malformed one is refused now (400)
     # rather than as an exception deep in a transaction; the results stay cached.
-    msg.via  # noqa: B018
-    msg.from_  # noqa: B018
-    msg.to  # noqa: B018
-    msg.call_id  # noqa: B018
-    cseq = msg.cseq
-    msg.max_forwards  # noqa: B018
-    if msg.has("contact"):
-        msg.contacts  # noqa: B018
+    cache = msg._cache
+    cache["via"] = [
+        parse_via(item)
+        for value in vias
+        for item in (split_list(value) if "," in value else [value])
+    ]
+    cache["from"] = parse_name_addr(singles["from"])
+    cache["to"] = parse_name_addr(singles["to"])
+    cache["call-id"] = parse_call_id(singles["call-id"])
+    cseq = cache["cseq"] = parse_cseq(singles["cseq"])
+    mf = singles.get("max-forwards")
+    cache["max-forwards"] = None if mf is None else parse_max_forwards(mf)
     if isinstance(msg, Request) and cseq.method != msg.method:
         # RFC 3261 §8.1.1.5 / RFC 4475 §3.1.2.17.
         raise SipParseError("CSeq method does not match the request method")
 
-    length: int | None = msg.typed("content-length")
+    cl = singles.get("content-length")
+    length = None if cl is None else parse_content_length(cl)
+    cache["content-length"] = length
     if length is None:
         body_end = len(data)
     else:
@@ -848,9 +863,16 @@ def _parse_start_line(line: str) -> Request | Response:
     return request
 
 
+# Header names seen before, mapped to their lookup key: saves validating and
+# canonicalising the same dozen names on every message. Bounded so a peer sending random
+# names cannot grow it without limit.
+_NAME_KEYS: dict[str, str] = {}
+_NAME_KEYS_MAX = 2048
+
+
 def _parse_fields(lines: list[str]) -> list[HeaderField]:
     fields: list[HeaderField] = []
-    header_key_of = header_key
+    name_keys = _NAME_KEYS
     for i in range(1, len(lines)):
         line = lines[i]
         if not line:
@@ -867,8 +889,14 @@ def _parse_fields(lines: list[str]) -> list[HeaderField]:
         colon = line.find(":")
         if colon <= 0:
             raise SipParseError("header line without a name")
-        name = line[:colon].rstrip(" \t")
-        if TOKEN_FULL_RE.match(name) is None:
-            raise SipParseError(f"malformed header name {name[:32]!r}")
-        fields.append(HeaderField(name, header_key_of(name), line[colon + 1 :].strip(" \t"), line))
+        name = line[:colon]
+        key = name_keys.get(name)
+        if key is None:
+            name = name.rstrip(" \t")
+            if TOKEN_FULL_RE.match(name) is None:
+                raise SipParseError(f"malformed header name {name[:32]!r}")
+            key = header_key(name)
+            if len(name_keys) < _NAME_KEYS_MAX and name == line[:colon]:
+                name_keys[name] = key
+        fields.append(HeaderField(name, key, line[colon + 1 :].strip(" \t"), line))
     return fields

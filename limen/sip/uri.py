@@ -199,8 +199,26 @@ def _parse_sip(scheme: str, rest: str) -> SipUri:
     return SipUri(host, scheme, user, password, port, params, headers)
 
 
+# The usual shape of a SIP URI (no password, no headers, plain host), matched in one go.
+_FAST_SIP_RE = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()%&=+$,]+)@)?([A-Za-z0-9\-._]+|\[[0-9A-Fa-f:.]+\])"
+    r"(?::([0-9]{1,5}))?((?:;[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+)?)*)\Z",
+    re.IGNORECASE,
+)
+
+
 def parse_uri(text: str) -> Uri:
     """Parse an absolute URI as found in a Request-URI or inside ``<...>``."""
+    fast = _FAST_SIP_RE.match(text)
+    if fast is not None:
+        scheme, user, host, port_text, param_text = fast.groups()
+        port = None
+        if port_text is not None:
+            port = int(port_text)
+            if port > 65535:
+                raise SipParseError("port out of range in SIP URI")
+        params = _split_uri_params(param_text) if param_text else EMPTY_PARAMS
+        return SipUri(host, scheme, user, None, port, params, None)
     m = _SCHEME_RE.match(text)
     if m is None or m.end() >= len(text) or text[m.end()] != ":":
         raise SipParseError(f"not a URI: {text[:64]!r}")
@@ -214,8 +232,8 @@ def parse_uri(text: str) -> Uri:
     if lscheme in ("sip", "sips"):
         return _parse_sip(scheme, rest)
     if lscheme == "tel":
-        number, semi, params = rest.partition(";")
+        number, semi, tel_params = rest.partition(";")
         if not number:
             raise SipParseError("empty tel URI")
-        return TelUri(number, _split_uri_params(semi + params), scheme)
+        return TelUri(number, _split_uri_params(semi + tel_params), scheme)
     return AbsoluteUri(scheme, rest)

@@ -83,6 +83,10 @@ def _check(
 ) -> Rejection | None:
     method = request.method
     allow = ("Allow", ", ".join(sorted(allowed_methods)))
+    # Contact is parsed on demand, not by parse_message: a malformed one is a 400 here
+    # (RFC 4475 §3.1.2.1, §3.1.2.13). The other core headers were checked at parse time.
+    if request.has("contact"):
+        request.contacts  # noqa: B018
     # §8.2.1: method inspection. ACK is never answered.
     if method not in allowed_methods and method != "ACK":
         return Rejection.of(405 if method in KNOWN_METHODS else 501, allow)

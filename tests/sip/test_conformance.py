@@ -54,7 +54,7 @@ RFC4475: dict[str, tuple[str | int, int | None]] = {
     "escruri.dat": (400, None),
     # "may reject (only if Date matters)": Date means nothing to Limen, so it is ignored.
     "baddate.dat": (OK, None),
-    "regbadct.dat": (400, None),
+    "regbadct.dat": (OK, 400),  # Contact is parsed on demand: refused by the checks
     "badaspec.dat": (400, None),
     "baddn.dat": (400, None),
     "badvers.dat": (505, None),
