@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from limen.sip import Request, Response, SipParseError, SipUri, parse_message
+from limen.sip import Request, Response, SipParseError, SipUri, StreamFramer, parse_message
 from limen.sip.validate import check_request
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "testdata"
@@ -156,6 +156,29 @@ def test_rfc4475_valid_round_trip(name: str) -> None:
     assert again.call_id == msg.call_id and again.cseq == msg.cseq
     assert [str(v) for v in again.via] == [str(v) for v in msg.via]
     assert again.body == msg.body
+
+
+def _framed(data: bytes) -> bytes:
+    """The message as a stream carries it: Content-Length set to the body's real size."""
+    msg = parse_message(data)
+    msg.body = msg.body  # rewrites Content-Length from the body actually present
+    return bytes(msg)
+
+
+@pytest.mark.parametrize("name", [n for n, (p, _) in RFC4475.items() if p == OK])
+def test_rfc4475_byte_by_byte_through_framer_and_with_trailing_data(name: str) -> None:
+    wire = _framed(load_4475(name))
+    expected = parse_message(wire)
+    framer = StreamFramer()
+    got: list[object] = []
+    for i in range(len(wire)):
+        framer.feed(wire[i : i + 1])
+        while (event := framer.next_event()) is not None:
+            got.append(event)
+    assert got == [wire]
+    # Trailing octets after the announced body are not part of the message (§18.3).
+    trailing = parse_message(wire + b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+    assert bytes(trailing) == bytes(expected) == wire
 
 
 def test_semantics_in_detail() -> None:
