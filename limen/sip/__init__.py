@@ -4,6 +4,8 @@ Bytes and ``now`` go in; events and bytes come out. Nothing here opens a socket,
 event loop or reads a clock (DESIGN.md, layer table).
 """
 
+from limen.sip.addressing import Destination, Source, Transport
+from limen.sip.dialog import Dialog, DialogId, DialogState, DialogTable
 from limen.sip.errors import SipError, SipParseError, SipUsageError
 from limen.sip.framer import PING, PONG, KeepAlivePing, KeepAlivePong, StreamFramer
 from limen.sip.grammar import Params
@@ -21,6 +23,7 @@ from limen.sip.headers import (
     Via,
 )
 from limen.sip.message import HeaderField, Message, Request, Response, parse_message, reason_phrase
+from limen.sip.transaction import TimerConfig, TransactionLayer
 from limen.sip.uri import AbsoluteUri, SipUri, TelUri, Uri, parse_uri
 
 __all__ = [
@@ -29,6 +32,11 @@ __all__ = [
     "AbsoluteUri",
     "CSeq",
     "ContentType",
+    "Destination",
+    "Dialog",
+    "DialogId",
+    "DialogState",
+    "DialogTable",
     "Event",
     "HeaderField",
     "KeepAlivePing",
@@ -47,9 +55,13 @@ __all__ = [
     "SipParseError",
     "SipUri",
     "SipUsageError",
+    "Source",
     "StreamFramer",
     "SubscriptionState",
     "TelUri",
+    "TimerConfig",
+    "TransactionLayer",
+    "Transport",
     "Uri",
     "Via",
     "parse_message",

@@ -52,6 +52,9 @@ class Destination:
     host: str  # IP literal (no DNS inside the core), IPv6 without brackets
     port: int
     conn_id: int | None = None  # reuse this connection if it is still open
+    # Send from this local address (a UDP response leaves from the socket the request
+    # came in on, RFC 3261 §18.2.2); None lets the transport choose.
+    local: Address | None = None
 
     @property
     def address(self) -> Address:
@@ -60,4 +63,6 @@ class Destination:
     @classmethod
     def reply_to(cls, source: Source) -> Destination:
         """Back to where ``source`` came from, over the same connection if any."""
-        return cls(source.transport, source.remote[0], source.remote[1], source.conn_id)
+        return cls(
+            source.transport, source.remote[0], source.remote[1], source.conn_id, source.local
+        )

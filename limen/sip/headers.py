@@ -277,9 +277,10 @@ class Via:
 
     @property
     def rfc3261_branch(self) -> bool:
-        """True when the branch carries RFC 3261's magic cookie (§17.1.3, §8.1.1.7)."""
+        """True when the branch carries RFC 3261's magic cookie (§17.1.3, §8.1.1.7) and
+        something after it: a bare cookie identifies nothing (RFC 4475 §3.2.1)."""
         branch = self.branch
-        return branch is not None and branch.startswith(MAGIC_COOKIE)
+        return branch is not None and len(branch) > 7 and branch.startswith(MAGIC_COOKIE)
 
     @property
     def received(self) -> str | None:
@@ -405,10 +406,12 @@ class CSeq:
 def parse_cseq(text: str) -> CSeq:
     # RFC 3261 §20.16: the number is a 32-bit unsigned integer; §8.1.1.5 / RFC 4475
     # §3.1.2.4: a larger value makes the request invalid (400).
-    m = re.match(r"[ \t]*([0-9]+)[ \t]+([^ \t]+)[ \t]*\Z", text)
-    if m is None:
+    parts = text.split()
+    if len(parts) != 2 or "\n" in text or "\r" in text:
         raise SipParseError("malformed CSeq")
-    digits, method = m.groups()
+    digits, method = parts
+    if not digits.isascii() or not digits.isdigit():
+        raise SipParseError("malformed CSeq number")
     if len(digits) > 10 or int(digits) > MAX_UINT32:
         raise SipParseError("CSeq number larger than 2**32-1")
     if TOKEN_RE.fullmatch(method) is None:

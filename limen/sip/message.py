@@ -297,7 +297,8 @@ class Message:
         self._touch(key)
 
     def add(self, name: str, value: object, *, first: bool = False) -> None:
-        """Add a field: at the top of the fields of that name (``first``) or at the end."""
+        """Add a field at the end, or with ``first`` above the other fields of that name
+        (at the very top when there are none: where a new Via or Route belongs)."""
         key = header_key(name)
         new = HeaderField(canonical_name(name), key, _header_value(value), None)
         if first:
@@ -306,7 +307,7 @@ class Message:
                     self._fields.insert(i, new)
                     break
             else:
-                self._fields.append(new)
+                self._fields.insert(0, new)
         else:
             self._fields.append(new)
         self._touch(key)
@@ -728,6 +729,25 @@ class Response(Message):
 
 # --- parsing ----------------------------------------------------------------------------
 
+# Standard methods (RFC 3261 and extensions): the start-line check skips the token regex.
+KNOWN_METHOD_NAMES: Final = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "UPDATE",
+        "INFO",
+        "MESSAGE",
+        "REFER",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+    }
+)
 _CORE_REQUIRED_SINGLE: Final = ("from", "to", "call-id", "cseq")
 
 
@@ -843,7 +863,7 @@ def _parse_start_line(line: str) -> Request | Response:
             raise SipParseError("unsupported SIP version", status=505)
         raise SipParseError("malformed Request-Line")
     method, uri_text, version = parts
-    if TOKEN_FULL_RE.match(method) is None:
+    if method not in KNOWN_METHOD_NAMES and TOKEN_FULL_RE.match(method) is None:
         raise SipParseError("malformed method")
     if version.upper() != SIP_VERSION:
         if _VERSION_RE.match(version):
@@ -886,17 +906,17 @@ def _parse_fields(lines: list[str]) -> list[HeaderField]:
             value = f"{prev.value} {cont}" if prev.value and cont else prev.value + cont
             fields[-1] = HeaderField(prev.name, prev.key, value, f"{prev.raw}\r\n{line}")
             continue
-        colon = line.find(":")
-        if colon <= 0:
-            raise SipParseError("header line without a name")
-        name = line[:colon]
+        name, colon, value = line.partition(":")
         key = name_keys.get(name)
         if key is None:
-            name = name.rstrip(" \t")
-            if TOKEN_FULL_RE.match(name) is None:
-                raise SipParseError(f"malformed header name {name[:32]!r}")
-            key = header_key(name)
-            if len(name_keys) < _NAME_KEYS_MAX and name == line[:colon]:
+            if not colon:
+                raise SipParseError("header line without a colon")
+            stripped = name.rstrip(" \t")
+            if TOKEN_FULL_RE.match(stripped) is None:
+                raise SipParseError(f"malformed header name {stripped[:32]!r}")
+            key = header_key(stripped)
+            if len(name_keys) < _NAME_KEYS_MAX and stripped == name:
                 name_keys[name] = key
-        fields.append(HeaderField(name, key, line[colon + 1 :].strip(" \t"), line))
+            name = stripped
+        fields.append(HeaderField(name, key, value.strip(" \t"), line))
     return fields
