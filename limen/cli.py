@@ -14,6 +14,14 @@ import typer
 from rich.console import Console
 
 from limen import __version__
+from limen.commands import admin as admin_commands
+from limen.commands import consumer as consumer_commands
+from limen.commands import db as db_commands
+from limen.commands import device as device_commands
+from limen.commands import icp as icp_commands
+from limen.commands import options as options_commands
+from limen.commands import override as override_commands
+from limen.commands import token as token_commands
 from limen.config import config_file_path, load_settings, write_sample_config
 
 app = typer.Typer(
@@ -23,6 +31,14 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+app.add_typer(icp_commands.app, name="icp")
+app.add_typer(device_commands.app, name="device")
+app.add_typer(options_commands.app, name="options")
+app.add_typer(override_commands.app, name="override")
+app.add_typer(consumer_commands.app, name="consumer")
+app.add_typer(token_commands.app, name="token")
+app.add_typer(admin_commands.app, name="admin")
+app.add_typer(db_commands.app, name="db")
 
 ConfigOption = Annotated[
     Path | None,

@@ -12,29 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from limen.sip.errors import SipParseError
-from limen.sip.message import Request, reason_phrase
+from limen.sip.message import KNOWN_METHOD_NAMES, Request, reason_phrase
 from limen.sip.uri import SipUri
 
 # Methods of RFC 3261 and the extensions an SBC meets (RFC 3262, 3311, 3428, 3515,
 # 3903, 6086, 6665). A method outside this set is unknown: 501, not 405 (§21.5.2).
-KNOWN_METHODS: frozenset[str] = frozenset(
-    {
-        "INVITE",
-        "ACK",
-        "BYE",
-        "CANCEL",
-        "OPTIONS",
-        "REGISTER",
-        "PRACK",
-        "UPDATE",
-        "INFO",
-        "MESSAGE",
-        "REFER",
-        "SUBSCRIBE",
-        "NOTIFY",
-        "PUBLISH",
-    }
-)
+KNOWN_METHODS: frozenset[str] = KNOWN_METHOD_NAMES
 
 SESSION_METHODS = frozenset({"INVITE", "UPDATE", "PRACK", "ACK"})
 DEFAULT_CONTENT_TYPES = frozenset({"application/sdp"})
