@@ -1,0 +1,57 @@
+"""``/mslrest/mbg/v1/metrics/`` (MBG's gauges) and ``/metrics`` (Prometheus text).
+
+The numbers come from ``core.metrics``; until the SIP gateway provides its own
+provider they are zeros (:class:`limen.core.NullMetrics`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import PlainTextResponse
+from starlette.concurrency import run_in_threadpool as run
+
+from limen.api.auth import Admin, Caller, CoreDep
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get("/mslrest/mbg/v1/metrics/")
+async def current_metrics(core: CoreDep, caller: Caller) -> dict[str, Any]:
+    return dataclasses.asdict(core.metrics.current())
+
+
+@router.get("/mslrest/mbg/v1/metrics/{start}/{end}/", summary="Samples between two epochs")
+async def metrics_history(start: int, end: int, core: CoreDep, caller: Caller) -> dict[str, Any]:
+    if start < 0 or end < start:
+        raise HTTPException(422, "start and end are epoch seconds with start <= end")
+    samples = core.metrics.history(float(start), float(end))
+    return {"response": [dataclasses.asdict(s) for s in samples]}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus exposition")
+async def prometheus(core: CoreDep, admin: Admin) -> PlainTextResponse:
+    sample = core.metrics.current()
+    devices = await run(core.store.devices.count)
+    lines: list[str] = []
+    gauges = {
+        "limen_registrations": ("Phones registered", sample.registrations),
+        "limen_active_calls": ("Calls in progress", sample.active_calls),
+        "limen_active_connections": ("Open SIP connections", sample.active_connections),
+        "limen_configured_devices": ("SIP devices in the store", devices),
+    }
+    for name, (help_text, value) in gauges.items():
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
+    for counter, by_label in core.metrics.counters().items():
+        name = f"limen_{counter}"
+        label = "kind" if "error" in counter else "method"
+        lines += [f"# HELP {name} {counter.replace('_', ' ')}", f"# TYPE {name} counter"]
+        for label_value, value in sorted(by_label.items()):
+            lines.append(f'{name}{{{label}="{_escape(label_value)}"}} {value}')
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

@@ -1,0 +1,159 @@
+"""``limen icp add|list|show|edit|remove``: the call servers (PBXs) Limen serves."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from limen.commands._common import (
+    CLI_ACTOR,
+    ConfigOption,
+    JsonOption,
+    console,
+    handle_errors,
+    print_json,
+    show_record,
+    store_from,
+    table,
+)
+from limen.store.schemas import IcpCreate, IcpUpdate
+
+app = typer.Typer(help="ICPs: the call servers (PBXs) behind Limen.", no_args_is_help=True)
+
+Transport = Annotated[str | None, typer.Option(help="SIP transport toward the ICP: udp|tcp|tls.")]
+Hashes = Annotated[list[str] | None, typer.Option("--hash", help="Provisioning hash (repeat).")]
+Caps = Annotated[
+    str | None, typer.Option("--capabilities", help="SIP transports the ICP accepts: udp,tcp,tls.")
+]
+
+
+def _fields(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@app.command("add")
+@handle_errors
+def add(
+    name: str,
+    address: Annotated[str, typer.Option(help="Host name or IP address of the ICP.")],
+    port: Annotated[int | None, typer.Option(help="SIP port (default 5060).")] = None,
+    transport: Transport = None,
+    icp_type: Annotated[str | None, typer.Option("--type", help="e.g. 'MiVoice 5000'.")] = None,
+    capabilities: Caps = None,
+    hashes: Hashes = None,
+    domain: Annotated[str | None, typer.Option()] = None,
+    description: Annotated[str | None, typer.Option()] = None,
+    tls: Annotated[bool | None, typer.Option("--tls/--no-tls", help="HTTPS XML link.")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Add an ICP."""
+    data = IcpCreate.model_validate(
+        _fields(
+            name=name,
+            address=address,
+            port=port,
+            transport=transport,
+            type=icp_type,
+            sip_capabilities=capabilities,
+            hashes=hashes,
+            domain=domain,
+            description=description,
+            tls=tls,
+        )
+    )
+    with store_from(config) as store:
+        record = store.icps.create(data, CLI_ACTOR)
+    if as_json:
+        print_json(record)
+    else:
+        console.print(f"added ICP [bold]{record.name}[/] ({record.guid})")
+
+
+@app.command("list")
+@handle_errors
+def list_(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """List the ICPs."""
+    with store_from(config) as store:
+        icps = store.icps.list()
+    if as_json:
+        print_json(icps)
+        return
+    table(
+        "ICPs",
+        ["name", "address", "port", "transport", "type", "devices", "guid"],
+        [[i.name, i.address, i.port, i.transport, i.type, i.device_count, i.guid] for i in icps],
+    )
+
+
+@app.command("show")
+@handle_errors
+def show(key: str, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Show one ICP (by name or guid)."""
+    with store_from(config) as store:
+        record = store.icps.get(key)
+    if as_json:
+        print_json(record)
+    else:
+        show_record(f"ICP {record.name}", record)
+
+
+@app.command("edit")
+@handle_errors
+def edit(
+    key: str,
+    name: Annotated[str | None, typer.Option(help="New name.")] = None,
+    address: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    transport: Transport = None,
+    icp_type: Annotated[str | None, typer.Option("--type")] = None,
+    capabilities: Caps = None,
+    hashes: Hashes = None,
+    domain: Annotated[str | None, typer.Option()] = None,
+    description: Annotated[str | None, typer.Option()] = None,
+    tls: Annotated[bool | None, typer.Option("--tls/--no-tls")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change some fields of an ICP (others stay as they are)."""
+    data = IcpUpdate.model_validate(
+        _fields(
+            name=name,
+            address=address,
+            port=port,
+            transport=transport,
+            type=icp_type,
+            sip_capabilities=capabilities,
+            hashes=hashes,
+            domain=domain,
+            description=description,
+            tls=tls,
+        )
+    )
+    with store_from(config) as store:
+        record = store.icps.update(key, data, CLI_ACTOR)
+    if as_json:
+        print_json(record)
+    else:
+        console.print(f"updated ICP [bold]{record.name}[/]")
+
+
+@app.command("remove")
+@handle_errors
+def remove(
+    key: str,
+    with_devices: Annotated[
+        bool, typer.Option("--with-devices", help="Also delete the ICP's devices.")
+    ] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove an ICP; one that has devices needs --with-devices (they go too)."""
+    with store_from(config) as store:
+        record = store.icps.get(key)
+        removed = store.icps.delete(key, CLI_ACTOR, with_devices=with_devices)
+    if as_json:
+        print_json({"deleted": record.guid, "devices_deleted": removed})
+    else:
+        console.print(f"removed ICP [bold]{record.name}[/] and {removed} device(s)")

@@ -1,0 +1,473 @@
+"""Typed records the store takes and gives back, shared by the API and the CLI.
+
+Input models forbid unknown fields and name the field in every error; output records
+never carry passwords or secrets (those are write-only, see :class:`DeviceCredentials`
+for the gateway's view).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from limen.store.options import (
+    CodecSupport,
+    KeepaliveMode,
+    RtpFrameSize,
+    RtpSecurity,
+    normalise_methods,
+)
+
+Transport = Literal["udp", "tcp", "tls"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_USER_RE = re.compile(r"^[A-Za-z0-9._~+*#-]{1,128}$")
+_HASH_RE = re.compile(r"^[A-Za-z0-9]{8,64}$")
+_HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*\.?$")
+_GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_MAC_STRIP = re.compile(r"[:\-. ]")
+
+
+def is_guid(value: str) -> bool:
+    return bool(_GUID_RE.match(value.lower()))
+
+
+def normalise_mac(value: str) -> str:
+    """``00:08:5d:43:30:b8`` / ``00-08-5D-...`` / ``00085D4330B8`` → ``00085D4330B8``."""
+    mac = _MAC_STRIP.sub("", value.strip()).upper()
+    if not re.fullmatch(r"[0-9A-F]{12}", mac):
+        raise ValueError(f"{value!r} is not a MAC address (12 hex digits)")
+    return mac
+
+
+def looks_like_mac(value: str) -> bool:
+    try:
+        normalise_mac(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_host(value: str) -> str:
+    value = value.strip()
+    try:
+        return str(ipaddress.ip_address(value.strip("[]")))
+    except ValueError:
+        pass
+    if not _HOST_RE.match(value):
+        raise ValueError(f"{value!r} is neither an IP address nor a host name")
+    return value.lower()
+
+
+def _check_name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError("1-64 characters: letters, digits, '.', '_', '-' (not first)")
+    if is_guid(value):
+        raise ValueError("a name must not look like a guid")
+    return value
+
+
+def _check_hashes(value: list[str]) -> list[str]:
+    out: list[str] = []
+    for item in value:
+        if not _HASH_RE.match(item):
+            raise ValueError(f"hash {item!r} must be 8-64 letters or digits")
+        if item.lower() not in out:
+            out.append(item.lower())
+    return out
+
+
+def _check_capabilities(value: Any) -> Any:
+    if isinstance(value, str):
+        value = [p.strip() for p in value.split(",") if p.strip()]
+    if isinstance(value, list):
+        value = [str(v).lower() for v in value]
+        bad = [v for v in value if v not in ("udp", "tcp", "tls")]
+        if bad:
+            raise ValueError(f"unknown SIP transport(s) {bad} (udp, tcp, tls)")
+        value = [t for t in ("udp", "tcp", "tls") if t in value]
+        if not value:
+            raise ValueError("at least one of udp, tcp, tls")
+    return value
+
+
+def _no_nulls(data: Any, nullable: frozenset[str]) -> Any:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if value is None and key not in nullable:
+                raise ValueError(f"{key} cannot be null")
+    return data
+
+
+# -- ICPs ------------------------------------------------------------------------------
+
+
+class IcpCreate(BaseModel):
+    """A new ICP. ``transport``/``port``: how Limen reaches its SIP side; ``tls``: HTTPS on
+    the XML/provisioning link (ports 4445); ``hashes``: provisioning hashes (seed 2.7)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    address: str
+    port: int = Field(default=5060, ge=1, le=65535)
+    transport: Transport = "tcp"
+    type: str = Field(default="MiVoice 5000", min_length=1, max_length=64)
+    sip_capabilities: list[str] = Field(default_factory=lambda: ["udp", "tcp", "tls"])
+    link_enabled: bool = True
+    xml_listen_port: int = Field(default=4445, ge=1, le=65535)
+    xml_destination_port: int = Field(default=4445, ge=1, le=65535)
+    tls: bool = True
+    hashes: list[str] = Field(default_factory=list)
+    domain: str = Field(default="", max_length=255)
+    description: str = Field(default="", max_length=255)
+
+    _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
+    _address = field_validator("address")(classmethod(lambda cls, v: _check_host(v)))
+    _hashes = field_validator("hashes")(classmethod(lambda cls, v: _check_hashes(v)))
+    _caps = field_validator("sip_capabilities", mode="before")(
+        classmethod(lambda cls, v: _check_capabilities(v))
+    )
+
+
+class IcpUpdate(BaseModel):
+    """A partial change to an ICP: only the fields given are changed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    address: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    transport: Transport | None = None
+    type: str | None = Field(default=None, min_length=1, max_length=64)
+    sip_capabilities: list[str] | None = None
+    link_enabled: bool | None = None
+    xml_listen_port: int | None = Field(default=None, ge=1, le=65535)
+    xml_destination_port: int | None = Field(default=None, ge=1, le=65535)
+    tls: bool | None = None
+    hashes: list[str] | None = None
+    domain: str | None = Field(default=None, max_length=255)
+    description: str | None = Field(default=None, max_length=255)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:
+        return _no_nulls(data, frozenset())
+
+    _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
+    _address = field_validator("address")(classmethod(lambda cls, v: _check_host(v)))
+    _hashes = field_validator("hashes")(classmethod(lambda cls, v: _check_hashes(v)))
+    _caps = field_validator("sip_capabilities", mode="before")(
+        classmethod(lambda cls, v: _check_capabilities(v))
+    )
+
+
+class IcpRecord(BaseModel):
+    guid: str
+    name: str
+    address: str
+    port: int
+    transport: str
+    type: str
+    sip_capabilities: list[str]
+    link_enabled: bool
+    xml_listen_port: int
+    xml_destination_port: int
+    tls: bool
+    hashes: list[str]
+    domain: str
+    description: str
+    device_count: int
+
+
+# -- SIP devices -----------------------------------------------------------------------
+
+_DEVICE_NULLABLE = frozenset(
+    {
+        "clientid",
+        "challenge_methods",
+        "options_hb",
+        "heartbeat_interval",
+        "prack_support",
+        "set_side_rtp_security",
+        "setside_codec",
+        "rtpframesize",
+    }
+)
+
+
+class _DeviceOptions(BaseModel):
+    """Per-device overrides of the global options; None means "use the global value"."""
+
+    challenge_methods: list[str] | None = None
+    options_hb: KeepaliveMode | None = None
+    heartbeat_interval: int | None = Field(default=None, ge=1, le=180)
+    prack_support: bool | None = None
+    set_side_rtp_security: RtpSecurity | None = None
+    setside_codec: CodecSupport | None = None
+    rtpframesize: RtpFrameSize | None = None
+
+    @field_validator("challenge_methods", mode="before")
+    @classmethod
+    def _methods(cls, value: Any) -> Any:
+        return None if value is None else normalise_methods(value)
+
+    @field_validator("rtpframesize", mode="before")
+    @classmethod
+    def _frame(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _check_user(value: str) -> str:
+    if not _USER_RE.match(value):
+        raise ValueError("1-128 characters: letters, digits and . _ ~ + * # -")
+    if is_guid(value) or (looks_like_mac(value) and not value.isdigit()):
+        raise ValueError("a username must not look like a guid or a MAC address")
+    return value
+
+
+def _check_password(value: str) -> str:
+    if not 1 <= len(value) <= 128:
+        raise ValueError("1-128 characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+def _check_clientid(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    return normalise_mac(value)
+
+
+class DeviceCreate(_DeviceOptions):
+    """A new SIP device. ICP-side credentials default to the set-side ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    setside_username: str
+    setside_password: str
+    icp: str = Field(description="guid or name of the ICP")
+    icpside_username: str | None = None
+    icpside_password: str | None = None
+    clientid: str | None = None
+    description: str = Field(default="", max_length=255)
+
+    _user = field_validator("setside_username")(classmethod(lambda cls, v: _check_user(v)))
+    _icpuser = field_validator("icpside_username")(
+        classmethod(lambda cls, v: v if v is None else _check_user(v))
+    )
+    _pw = field_validator("setside_password")(classmethod(lambda cls, v: _check_password(v)))
+    _icppw = field_validator("icpside_password")(
+        classmethod(lambda cls, v: v if v is None else _check_password(v))
+    )
+    _mac = field_validator("clientid")(classmethod(lambda cls, v: _check_clientid(v)))
+
+
+class DeviceUpdate(_DeviceOptions):
+    """A partial change to a device; per-device options may be set to null (use global)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    setside_username: str | None = None
+    setside_password: str | None = None
+    icp: str | None = None
+    icpside_username: str | None = None
+    icpside_password: str | None = None
+    clientid: str | None = None
+    description: str | None = Field(default=None, max_length=255)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:
+        return _no_nulls(data, _DEVICE_NULLABLE)
+
+    _user = field_validator("setside_username", "icpside_username")(
+        classmethod(lambda cls, v: v if v is None else _check_user(v))
+    )
+    _pw = field_validator("setside_password", "icpside_password")(
+        classmethod(lambda cls, v: v if v is None else _check_password(v))
+    )
+    _mac = field_validator("clientid")(classmethod(lambda cls, v: _check_clientid(v)))
+
+
+class DeviceRecord(BaseModel):
+    """A device as shown to admins and consumers: no passwords."""
+
+    guid: str
+    setside_username: str
+    icpside_username: str
+    icp: str
+    icp_guid: str
+    clientid: str | None
+    description: str
+    challenge_methods: list[str] | None
+    options_hb: str | None
+    heartbeat_interval: int | None
+    prack_support: bool | None
+    set_side_rtp_security: str | None
+    setside_codec: str | None
+    rtpframesize: str | None
+
+
+class DeviceCredentials(BaseModel):
+    """What the gateway needs for digest authentication on both sides (in clear)."""
+
+    guid: str
+    setside_username: str
+    setside_password: str
+    icpside_username: str
+    icpside_password: str
+    icp: str
+    clientid: str | None
+
+
+# -- overrides -------------------------------------------------------------------------
+
+
+class OverrideCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+    sort_order: int = Field(default=50, ge=0, le=999)
+    section: str = Field(min_length=1, max_length=255)
+    parameter: str = Field(min_length=1, max_length=255)
+    content: str = Field(default="", max_length=4096)
+
+
+class OverrideRecord(BaseModel):
+    guid: str
+    file: str
+    sort_order: int
+    section: str
+    parameter: str
+    content: str
+
+
+# -- consumers and tokens --------------------------------------------------------------
+
+
+def normalise_permission_path(path: str) -> str:
+    """MBG lists permissions as ``MBG/mbg/v1/globaloptions/``, ``/mbg/v1/icps/`` or
+    ``Base/managetoken/``: a leading blade name (MBG, Base, ...) is dropped, the result
+    starts and ends with ``/`` and is matched against the path after ``/mslrest``."""
+    path = path.strip()
+    if not path:
+        raise ValueError("empty permission path")
+    if any(c.isspace() for c in path) or "?" in path or ".." in path:
+        raise ValueError(f"bad permission path {path!r}")
+    if not path.startswith("/"):
+        head, sep, rest = path.partition("/")
+        if sep and head and head[0].isupper():
+            path = rest
+        path = "/" + path
+    if not path.endswith("/"):
+        path += "/"
+    return path
+
+
+class Permission(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    read: bool = True
+    write: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return normalise_permission_path(value)
+
+
+class ConsumerCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    consumer_key: str | None = Field(default=None, description="defaults to the name")
+    shared_secret: str | None = Field(
+        None, min_length=8, max_length=128, description="generated (hex) when not given"
+    )
+    rsa_public_key: str | None = None
+    active: bool = True
+    permissions: list[Permission] = Field(default_factory=list)
+
+    _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
+
+    @field_validator("consumer_key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9._-]{3,64}", value):
+            raise ValueError("3-64 characters: letters, digits, '.', '_', '-'")
+        return value
+
+    @field_validator("rsa_public_key")
+    @classmethod
+    def _rsa(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        try:
+            key = load_pem_public_key(value.encode())
+        except ValueError as exc:
+            raise ValueError("not a PEM public key") from exc
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise ValueError("not an RSA public key")
+        return value.strip() + "\n"
+
+
+class ConsumerRecord(BaseModel):
+    guid: str
+    name: str
+    consumer_key: str
+    active: bool
+    has_rsa_key: bool
+    permissions: list[Permission]
+    created_at: dt.datetime
+
+
+class TokenRecord(BaseModel):
+    token: str
+    kind: str
+    status: str
+    consumer: str
+    consumer_key: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    expired: bool
+    decided_by: str | None
+    renewed_at: dt.datetime | None
+
+
+class EventRecord(BaseModel):
+    guid: str
+    created_at: dt.datetime
+    kind: str
+    severity: str
+    source: str
+    actor: str
+    message: str
+    cleared: bool
+    cleared_at: dt.datetime | None
+
+
+class AdminRecord(BaseModel):
+    username: str
+    active: bool
+    created_at: dt.datetime
+    last_login: dt.datetime | None
+
+
+class AdminTokenRecord(BaseModel):
+    id: int
+    username: str
+    kind: str
+    name: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    last_used: dt.datetime | None

@@ -1,0 +1,271 @@
+"""The ``limen`` command groups: round trips through the store, --json everywhere,
+CSV import checked row by row, pairing approval from the command line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from typer.testing import Result
+
+from limen.config import load_settings
+from limen.store import open_store
+
+Limen = Callable[..., Result]
+HEADER = (
+    "setside_username,setside_password,icp,icpside_username,icpside_password,clientid,description"
+)
+
+
+def setup_icp(limen: Limen, name: str = "mv5000") -> None:
+    limen(
+        "icp",
+        "add",
+        name,
+        "--address",
+        "100.100.100.71",
+        "--hash",
+        "16a78df75f29020a19fb5fd14bfac940",
+    )
+
+
+def test_icp_round_trip_with_json(limen: Limen) -> None:
+    added = json.loads(
+        limen(
+            "icp",
+            "add",
+            "mv5000",
+            "--address",
+            "100.100.100.71",
+            "--transport",
+            "tls",
+            "--port",
+            "5061",
+            "--json",
+        ).stdout
+    )
+    assert (added["name"], added["port"], added["transport"]) == ("mv5000", 5061, "tls")
+    listed = json.loads(limen("icp", "list", "--json").stdout)
+    assert [i["guid"] for i in listed] == [added["guid"]]
+    edited = json.loads(limen("icp", "edit", "mv5000", "--description", "lab PBX", "--json").stdout)
+    assert edited["description"] == "lab PBX" and edited["port"] == 5061
+    shown = json.loads(limen("icp", "show", added["guid"], "--json").stdout)
+    assert shown == edited
+    assert "mv5000" in limen("icp", "list").stdout
+    gone = json.loads(limen("icp", "remove", "mv5000", "--json").stdout)
+    assert gone == {"deleted": added["guid"], "devices_deleted": 0}
+    assert json.loads(limen("icp", "list", "--json").stdout) == []
+
+
+def test_errors_exit_1_with_a_reason(limen: Limen) -> None:
+    setup_icp(limen)
+    r = limen("icp", "add", "mv5000", "--address", "10.0.0.1", "--json", code=1)
+    assert "already exists" in json.loads(r.stdout)["error"]
+    r = limen("icp", "add", "other", "--address", "bad host", code=1)
+    assert "address" in r.stderr
+    r = limen("device", "show", "nobody", "--json", code=1)
+    assert json.loads(r.stdout) == {"error": "no device 'nobody'"}
+    limen("device", "add", "7000", "--icp", "mv5000", "--password", "pw")
+    r = limen("icp", "remove", "mv5000", code=1)
+    assert "confirm" in r.stderr
+    r = limen("icp", "remove", "mv5000", "--with-devices", "--json")
+    assert json.loads(r.stdout)["devices_deleted"] == 1
+
+
+def test_device_add_generates_a_password_once_and_hides_it_after(limen: Limen) -> None:
+    setup_icp(limen)
+    added = json.loads(
+        limen(
+            "device", "add", "7000", "--icp", "mv5000", "--mac", "00:08:5d:43:30:b8", "--json"
+        ).stdout
+    )
+    assert re.fullmatch(r"[A-Za-z0-9]{16}", added["setside_password"])
+    shown = json.loads(limen("device", "show", "00085D4330B8", "--json").stdout)
+    assert "setside_password" not in shown and shown["clientid"] == "00085D4330B8"
+    edited = json.loads(
+        limen(
+            "device", "edit", "7000", "--mac", "", "--challenge-methods", "INVITE", "--json"
+        ).stdout
+    )
+    assert edited["clientid"] is None and edited["challenge_methods"] == ["INVITE"]
+
+
+def test_export_then_import_elsewhere_is_identity(
+    limen: Limen, tmp_path: Path, new_config: Callable[[str], Path]
+) -> None:
+    setup_icp(limen)
+    limen(
+        "device",
+        "add",
+        "7000",
+        "--icp",
+        "mv5000",
+        "--password",
+        'pass,with"quote',
+        "--mac",
+        "00085D4330B8",
+        "--description",
+        "reception",
+    )
+    limen(
+        "device",
+        "add",
+        "7001",
+        "--icp",
+        "mv5000",
+        "--password",
+        "p2",
+        "--icpside-username",
+        "icp7001",
+        "--icpside-password",
+        "other",
+    )
+    limen("device", "add", "7002", "--icp", "mv5000")
+    exported = tmp_path / "devices_mbg.csv"
+    r = limen("device", "export", "--output", str(exported), "--json")
+    assert json.loads(r.stdout) == {"file": str(exported), "exported": 3}
+    assert stat.S_IMODE(exported.stat().st_mode) == 0o600
+    text = exported.read_text()
+    assert text.splitlines()[0] == HEADER
+
+    other = new_config("other")
+    limen("icp", "add", "mv5000", "--address", "100.100.100.71", config_path=other)
+    r = limen("device", "import", str(exported), "--json", config_path=other)
+    assert json.loads(r.stdout) == {"imported": 3, "errors": []}
+    again = limen("device", "export", config_path=other).stdout
+    assert again == text
+    first = json.loads(limen("device", "list", "--json").stdout)
+    second = json.loads(limen("device", "list", "--json", config_path=other).stdout)
+    strip = lambda rows: [{k: v for k, v in d.items() if "guid" not in k} for d in rows]  # noqa: E731
+    assert strip(first) == strip(second)
+
+
+def test_import_reports_every_bad_row_and_imports_nothing(limen: Limen, tmp_path: Path) -> None:
+    setup_icp(limen)
+    limen("device", "add", "7999", "--icp", "mv5000", "--password", "x")
+    csv_file = tmp_path / "bad.csv"
+    csv_file.write_text(
+        "\n".join(
+            [
+                HEADER,
+                "7000,pw,mv5000,,,00085D4330B8,ok",  # 2 good
+                "7001,pw,mv5000,,,not-a-mac,",  # 3 bad MAC
+                "7002,pw,ghost,,,,",  # 4 unknown ICP
+                "7000,pw,mv5000,,,,",  # 5 duplicate of line 2
+                "7003,,mv5000,,,,",  # 6 missing password
+                "7999,pw,mv5000,,,,",  # 7 already stored
+                "7004,pw,mv5000,,,",  # 8 one field short
+                "7005,pw,mv5000,,,,fine",  # 9 good
+            ]
+        )
+        + "\n"
+    )
+    r = limen("device", "import", str(csv_file), code=1)
+    lines = [int(n) for n in re.findall(r"bad\.csv:(\d+):", r.stderr)]
+    assert lines == [3, 4, 5, 6, 7, 8]
+    assert "clientid" in r.stderr and "no ICP 'ghost'" in r.stderr and "repeats line 2" in r.stderr
+    assert "setside_password" in r.stderr and "already exists" in r.stderr
+    assert "nothing imported" in r.stderr
+    assert json.loads(limen("device", "list", "--json").stdout)[0]["setside_username"] == "7999"
+    assert len(json.loads(limen("device", "list", "--json").stdout)) == 1
+
+    r = limen("device", "import", str(csv_file), "--json", code=1)
+    assert [e["line"] for e in json.loads(r.stdout)["errors"]] == [3, 4, 5, 6, 7, 8]
+
+    r = limen("device", "import", str(csv_file), "--skip-invalid", "--json")
+    assert json.loads(r.stdout)["imported"] == 2
+    users = [d["setside_username"] for d in json.loads(limen("device", "list", "--json").stdout)]
+    assert users == ["7000", "7005", "7999"]
+
+
+def test_import_bad_header_names_line_1(limen: Limen, tmp_path: Path) -> None:
+    csv_file = tmp_path / "header.csv"
+    csv_file.write_text("user,password\n7000,pw\n")
+    r = limen("device", "import", str(csv_file), "--json", code=1)
+    errors = json.loads(r.stdout)["errors"]
+    assert errors[0]["line"] == 1 and "missing column(s) setside_username" in errors[0]["error"]
+
+
+def test_long_import_shows_progress_and_counts(limen: Limen, tmp_path: Path) -> None:
+    setup_icp(limen)
+    csv_file = tmp_path / "many.csv"
+    rows = [HEADER] + [f"{10000 + i},pw{i},mv5000,,,," for i in range(1200)]
+    csv_file.write_text("\n".join(rows) + "\n")
+    r = limen("device", "import", str(csv_file))
+    assert "imported 1200 device(s)" in r.stdout
+    assert json.loads(limen("device", "list", "--json").stdout)[-1]["setside_username"] == "11199"
+
+
+def test_options_show_set_reset(limen: Limen) -> None:
+    assert (
+        json.loads(limen("options", "show", "--json").stdout)["options_keepalive"]
+        == "Only behind NAT"
+    )
+    assert json.loads(limen("options", "set", "options_interval", "30", "--json").stdout) == {
+        "options_interval": 30
+    }
+    assert json.loads(limen("options", "set", "sip_udp", "on", "--json").stdout) == {
+        "sip_udp": True
+    }
+    r = limen("options", "set", "options_interval", "181", code=1)
+    assert "options_interval" in r.stderr
+    r = limen("options", "set", "nope", "1", "--json", code=1)
+    assert "unknown option" in json.loads(r.stdout)["error"]
+    assert json.loads(limen("options", "show", "options_interval", "--json").stdout) == {
+        "options_interval": 30
+    }
+    limen("options", "reset", "options_interval")
+    assert json.loads(limen("options", "show", "--json").stdout)["options_interval"] == 20
+
+
+def test_overrides(limen: Limen) -> None:
+    added = json.loads(
+        limen("override", "add", "proxy::sip_tls", "secure_in::ssl::use_cert", "0", "--json").stdout
+    )
+    assert (added["file"], added["sort_order"]) == ("tug.ini", 50)
+    assert len(json.loads(limen("override", "list", "--json").stdout)) == 1
+    limen("override", "remove", added["guid"])
+    assert json.loads(limen("override", "list", "--json").stdout) == []
+
+
+def test_consumer_and_token_approval_from_the_cli(limen: Limen, config: Path) -> None:
+    created = json.loads(limen("consumer", "add", "mv5000", "--mbg-defaults", "--json").stdout)
+    assert re.fullmatch(r"[0-9a-f]{32}", created["shared_secret"])
+    paths = [p["path"] for p in created["permissions"]]
+    assert "/mbg/v1/devices/" in paths and "/managetoken/" in paths and len(paths) == 14
+    shown = json.loads(limen("consumer", "show", "mv5000", "--json").stdout)
+    assert "shared_secret" not in shown
+
+    store = open_store(load_settings(config))
+    try:
+        store.tokens.create_temporary("mv5000", "t" * 30, "s", "oob", dt.timedelta(minutes=15))
+    finally:
+        store.close()
+    pending = json.loads(limen("token", "list", "--status", "pending", "--json").stdout)
+    assert [(t["consumer"], t["token"]) for t in pending] == [("mv5000", "t" * 30)]
+    approved = json.loads(limen("token", "approve", "t" * 30, "--json").stdout)
+    assert re.fullmatch(r"\d{6}", approved["verifier"])
+    r = limen("token", "approve", "t" * 30, "--json", code=1)
+    assert "already approved" in json.loads(r.stdout)["error"]
+    limen("consumer", "edit", "mv5000", "--inactive")
+    assert json.loads(limen("consumer", "list", "--json").stdout)[0]["active"] is False
+    limen("consumer", "remove", "mv5000")
+    assert json.loads(limen("token", "list", "--json").stdout) == []
+
+
+def test_admins_tokens_and_db(limen: Limen) -> None:
+    added = json.loads(limen("admin", "add", "alice", "--json").stdout)
+    assert len(added["password"]) == 20
+    token = json.loads(limen("admin", "token", "add", "alice", "ci", "--json").stdout)
+    assert token["token"].startswith("lmn_")
+    listed = json.loads(limen("admin", "token", "list", "--json").stdout)
+    assert [(t["username"], t["name"]) for t in listed] == [("alice", "ci")]
+    limen("admin", "token", "revoke", str(token["id"]))
+    assert json.loads(limen("admin", "token", "list", "--json").stdout) == []
+    current = json.loads(limen("db", "current", "--json").stdout)
+    assert current["current"] == current["head"] == "0001"
+    assert json.loads(limen("db", "upgrade", "--json").stdout) == {"from": "0001", "to": "0001"}
