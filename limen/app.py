@@ -19,10 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from limen.api.server import ApiServer
 from limen.config import Settings
+from limen.core import Core
 from limen.gateway.options import OptionsResponder
 from limen.sip.addressing import Source, Transport
 from limen.sip.message import Request, Response
+from limen.store import init_data
 from limen.transport import Limits, Listener, TransportLayer
 from limen.transport.addresses import family_of
 from limen.transport.tls import ensure_sip_certificate, server_context
@@ -33,12 +36,14 @@ Announce = Callable[[str], Any]
 
 
 def prepare(settings: Settings) -> list[str]:
-    """Create the data folder and the SIP TLS certificate if needed; describe what was done."""
+    """Create the data folder, the store (key file, database, first admin) and the SIP
+    TLS certificate if needed; describe what was done. Safe to run again."""
     lines: list[str] = []
     data = settings.data_path
     if not data.exists():
         data.mkdir(parents=True, exist_ok=True)
         lines.append(f"created data folder {data}")
+    lines.extend(init_data(settings))
     if settings.sip.tls:
         cert, key, generated = ensure_sip_certificate(settings)
         if generated:
@@ -59,7 +64,9 @@ class RunningApp:
     settings: Settings
     transport: TransportLayer
     responder: OptionsResponder
+    core: Core
     listeners: list[Listener] = field(default_factory=list)
+    api: ApiServer | None = None
 
     def port(self, transport: Transport, family: socket.AddressFamily = socket.AF_INET) -> int:
         """The port actually bound for ``transport`` (useful with port 0)."""
@@ -69,10 +76,18 @@ class RunningApp:
         raise LookupError(f"no {transport.value} listener for {family.name}")
 
     def describe(self) -> list[str]:
-        return [f"listening on {listener}" for listener in self.listeners]
+        lines = [f"listening on {listener}" for listener in self.listeners]
+        if self.api is not None:
+            lines.append(f"admin API on https://{self.settings.api.bind}:{self.api.port}/mslrest/")
+        return lines
 
     async def close(self) -> None:
-        await self.transport.close()
+        try:
+            if self.api is not None:
+                await self.api.stop()
+            await self.transport.close()
+        finally:
+            self.core.close()
 
     async def __aenter__(self) -> RunningApp:
         return self
@@ -95,8 +110,12 @@ async def start(settings: Settings) -> RunningApp:
             log.debug("dropped stray response %r from %s", message, source.remote)
 
     transport.on_message = on_message
-    app = RunningApp(settings, transport, responder)
+    core = Core.open(settings)
+    app = RunningApp(settings, transport, responder, core)
     try:
+        if settings.api.enabled:
+            app.api = ApiServer(core)
+            await app.api.start()
         tls_context = None
         if sip.tls:
             cert, key, _ = ensure_sip_certificate(settings)
@@ -109,7 +128,7 @@ async def start(settings: Settings) -> RunningApp:
             if tls_context is not None:
                 app.listeners.append(await transport.listen_tls(host, sip.tls_port, tls_context))
     except BaseException:
-        await transport.close()
+        await app.close()
         raise
     return app
 

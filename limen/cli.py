@@ -84,6 +84,10 @@ def serve(config: ConfigOption = None) -> None:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Migration chatter on every start says nothing an operator needs.
+    logging.getLogger("alembic").setLevel(
+        max(logging.WARNING, logging.getLevelName(settings.log_level))
+    )
     for line in prepare(settings):
         console.print(line)
     run(settings, announce=console.print)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from limen.app import RunningApp
-from limen.config import Settings, SipSettings
+from limen.config import ApiSettings, ProvisioningSettings, Settings, SipSettings
 from limen.sip import Response, parse_message
 
 StartLimen = Callable[..., Awaitable[RunningApp]]
@@ -28,6 +28,9 @@ def make_settings(tmp_path: Path, **sip: Any) -> Settings:
         data_dir=str(tmp_path / "data"),
         public_ip="127.0.0.1",
         sip=SipSettings(**values),
+        # The SIP tests do not need the admin API; test_app_start starts it on purpose.
+        api=ApiSettings(enabled=False),
+        provisioning=ProvisioningSettings(enabled=False),
     )
 
 

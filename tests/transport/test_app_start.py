@@ -68,6 +68,28 @@ async def test_start_reports_bound_ports(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", app.port(Transport.UDP)))
 
 
+async def test_start_serves_the_admin_api_next_to_sip(tmp_path: Path) -> None:
+    """`limen serve` runs SIP and the HTTPS admin API on one loop, over one store."""
+    import httpx
+
+    from limen.config import ApiSettings
+
+    settings = make_settings(tmp_path, tls=False).model_copy(
+        update={"api": ApiSettings(bind="127.0.0.1", port=0)}
+    )
+    prepare(settings)
+    app = await start(settings)
+    try:
+        assert app.api is not None
+        url = f"https://127.0.0.1:{app.api.port}/mslrest/mbg/v1/icps/"
+        async with httpx.AsyncClient(verify=False) as client:
+            unauthenticated = await client.get(url)
+        assert unauthenticated.status_code == 401
+        assert any(line.startswith("admin API on https://") for line in app.describe())
+    finally:
+        await app.close()
+
+
 async def test_start_fails_cleanly_when_a_port_is_taken(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
