@@ -1,0 +1,181 @@
+"""The asyncio adapter around the sans-IO transaction layer (after aioquic's protocol.py).
+
+The transport hands every parsed message to :meth:`SipStack.receive`; the stack feeds it
+to :class:`~limen.sip.transaction.TransactionLayer` with the loop's time, performs the
+``SendMessage`` events through the transport, passes the other events to the
+transaction user (the gateway) and re-arms one ``loop.call_at`` for the layer's next
+deadline. Nothing here knows what a phone or a PBX is.
+
+Client transactions report to the callback given to :meth:`send_request`; server-side
+events go to the :class:`TransactionUser`. An exception raised by either is logged and
+contained: one bad handler must not stop the stack (nor the event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from limen.sip.addressing import Destination, Source
+from limen.sip.message import Message, Request, Response
+from limen.sip.transaction import (
+    AckReceived,
+    CancelReceived,
+    ClientTransaction,
+    RequestReceived,
+    ResponseReceived,
+    SendMessage,
+    ServerTransaction,
+    StrayResponse,
+    TransactionEvent,
+    TransactionLayer,
+    TransactionTerminated,
+    TransactionTimeout,
+    TransportError,
+)
+
+log = logging.getLogger("limen.gateway.stack")
+
+ClientEvent = ResponseReceived | TransactionTimeout | TransportError
+ClientCallback = Callable[[ClientEvent], None]
+
+
+class Sender(Protocol):
+    """What the stack needs of the transport layer."""
+
+    def send(self, data: bytes, dest: Destination) -> None: ...
+
+
+class TransactionUser(Protocol):
+    """The layer above transactions (RFC 3261 §8, §12-§16): the gateway."""
+
+    def on_request(self, txn: ServerTransaction, request: Request, source: Source) -> None: ...
+
+    def on_cancel(
+        self,
+        txn: ServerTransaction,
+        request: Request,
+        source: Source,
+        cancelled: ServerTransaction | None,
+    ) -> None: ...
+
+    def on_ack(self, request: Request, source: Source) -> None: ...
+
+    def on_stray_response(self, response: Response, source: Source) -> None: ...
+
+
+class SipStack:
+    """Transport ⇄ transaction layer ⇄ transaction user, on one event loop."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        layer: TransactionLayer | None = None,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.sender = sender
+        self.layer = layer if layer is not None else TransactionLayer()
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
+        self.tu: TransactionUser | None = None
+        self._callbacks: dict[ClientTransaction, ClientCallback] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.handler_errors = 0
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    # -- input ------------------------------------------------------------------------------
+    def receive(self, message: Request | Response, source: Source) -> None:
+        """The transport's single entry point (``TransportLayer.on_message``)."""
+        self._process(self.layer.receive(message, source, self.now()))
+
+    def send_error(self, dest: Destination, exc: Exception) -> None:
+        """The transport could not deliver to ``dest``: fail the client transactions bound
+        there (RFC 3261 §17.1.4) so their users learn it now rather than at Timer B/F."""
+        now = self.now()
+        for txn in list(self._callbacks):
+            d = txn.destination
+            if not txn.terminated and (d.host, d.port, d.transport) == (
+                dest.host,
+                dest.port,
+                dest.transport,
+            ):
+                log.info("transport error towards %s:%d: %s", dest.host, dest.port, exc)
+                self._process(self.layer.transport_error(txn, now))
+
+    # -- output -----------------------------------------------------------------------------
+    def send_request(
+        self, request: Request, destination: Destination, on_event: ClientCallback
+    ) -> ClientTransaction:
+        """Start a client transaction; ``on_event`` gets its responses and its failure."""
+        txn, events = self.layer.send_request(request, destination, self.now())
+        self._callbacks[txn] = on_event
+        self._process(events)
+        return txn
+
+    def respond(self, txn: ServerTransaction, response: Response) -> None:
+        self._process(self.layer.respond(txn, response, self.now()))
+
+    def send_stateless(self, message: Message, destination: Destination) -> None:
+        """Send outside any transaction: ACK for a 2xx, 2xx retransmissions (RFC 6026)."""
+        self.sender.send(bytes(message), destination)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._callbacks.clear()
+
+    # -- internals ----------------------------------------------------------------------------
+    def _process(self, events: list[TransactionEvent]) -> None:
+        for event in events:
+            try:
+                self._dispatch(event)
+            except Exception:
+                self.handler_errors += 1
+                log.exception("error handling %s", type(event).__name__)
+        self._rearm()
+
+    def _dispatch(self, event: TransactionEvent) -> None:
+        if isinstance(event, SendMessage):
+            self.sender.send(bytes(event.message), event.destination)
+        elif isinstance(event, ResponseReceived | TransactionTimeout | TransportError):
+            txn = event.transaction
+            callback = self._callbacks.get(txn) if isinstance(txn, ClientTransaction) else None
+            if callback is not None:
+                callback(event)
+            elif isinstance(event, TransportError | TransactionTimeout):
+                log.debug("%s on %r", type(event).__name__, txn)
+        elif isinstance(event, TransactionTerminated):
+            if isinstance(event.transaction, ClientTransaction):
+                self._callbacks.pop(event.transaction, None)
+        elif self.tu is None:
+            log.debug("no transaction user for %s", type(event).__name__)
+        elif isinstance(event, RequestReceived):
+            self.tu.on_request(event.transaction, event.request, event.source)
+        elif isinstance(event, CancelReceived):
+            self.tu.on_cancel(event.transaction, event.request, event.source, event.cancelled)
+        elif isinstance(event, AckReceived):
+            self.tu.on_ack(event.request, event.source)
+        elif isinstance(event, StrayResponse):
+            self.tu.on_stray_response(event.response, event.source)
+
+    def _rearm(self) -> None:
+        deadline = self.layer.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._process(self.layer.handle_timers(self.now()))
