@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import socket
@@ -22,9 +23,12 @@ from typing import Any
 from limen.api.server import ApiServer
 from limen.config import Settings
 from limen.core import Core
-from limen.gateway.options import OptionsResponder
-from limen.sip.addressing import Source, Transport
-from limen.sip.message import Request, Response
+from limen.gateway.context import Directory, GatewayContext, local_addresses
+from limen.gateway.gateway import Gateway
+from limen.gateway.media import PassthroughMedia
+from limen.gateway.stack import SipStack
+from limen.sip.addressing import Transport
+from limen.sip.transaction import TimerConfig, TransactionLayer, response_destination
 from limen.store import init_data
 from limen.transport import Limits, Listener, TransportLayer
 from limen.transport.addresses import family_of
@@ -63,7 +67,7 @@ class RunningApp:
 
     settings: Settings
     transport: TransportLayer
-    responder: OptionsResponder
+    stack: SipStack
     core: Core
     listeners: list[Listener] = field(default_factory=list)
     api: ApiServer | None = None
@@ -85,6 +89,7 @@ class RunningApp:
         try:
             if self.api is not None:
                 await self.api.stop()
+            self.stack.close()
             await self.transport.close()
         finally:
             self.core.close()
@@ -100,18 +105,27 @@ async def start(settings: Settings) -> RunningApp:
     """Start the SIP listeners of every enabled transport on ``bind`` (and ``bind6``)."""
     sip = settings.sip
     transport = TransportLayer(limits=Limits.from_settings(sip), server_header=sip.server_header)
-    responder = OptionsResponder(transport.send, server_header=sip.server_header)
-
-    def on_message(message: Request | Response, source: Source) -> None:
-        if isinstance(message, Request):
-            responder(message, source)
-        else:
-            # No client transactions yet: nothing can be waiting for a response.
-            log.debug("dropped stray response %r from %s", message, source.remote)
-
-    transport.on_message = on_message
+    # Over UDP, answer the packet's source port even without rport (kamailio's
+    # force_rport()): phones behind NAT cannot be reached on the port their Via names.
+    layer = TransactionLayer(
+        TimerConfig(t1=sip.t1, t2=sip.t2, t4=sip.t4),
+        response_destination=functools.partial(response_destination, force_rport=True),
+    )
+    stack = SipStack(transport, layer)
+    transport.on_message = stack.receive
+    transport.on_send_error = stack.send_error
     core = Core.open(settings)
-    app = RunningApp(settings, transport, responder, core)
+    directory = Directory.load(core.store)
+    ctx = GatewayContext(
+        settings=settings,
+        stack=stack,
+        directory=directory,
+        addresses=local_addresses(settings, directory),
+        media=PassthroughMedia(),
+        store=core.store,
+    )
+    stack.tu = Gateway(ctx)
+    app = RunningApp(settings, transport, stack, core)
     try:
         if settings.api.enabled:
             app.api = ApiServer(core)
@@ -127,6 +141,8 @@ async def start(settings: Settings) -> RunningApp:
                 app.listeners.append(await transport.listen_tcp(host, sip.tcp_port))
             if tls_context is not None:
                 app.listeners.append(await transport.listen_tls(host, sip.tls_port, tls_context))
+        for listener in app.listeners:
+            ctx.addresses.ports.setdefault(listener.transport, listener.port)
     except BaseException:
         await app.close()
         raise

@@ -27,6 +27,11 @@ class SipSettings(BaseModel):
     """Where and how the SIP transports listen (DESIGN.md, ports table)."""
 
     bind: str = "0.0.0.0"
+    # Address Limen writes in Via/Contact toward the ICP (its LAN address); empty: the
+    # address the routing table uses toward the ICP.
+    lan_ip: str = ""
+    # Digest realm for set-side challenges; empty: public_fqdn, else "limen".
+    realm: str = ""
     # Extra bind address for IPv6 ("::" for all); empty disables IPv6 listeners.
     bind6: str = ""
     udp_port: int = Field(5060, ge=0, le=65535)
@@ -72,9 +77,56 @@ class ApiSettings(BaseModel):
 
 
 class ProvisioningSettings(BaseModel):
+    """The HTTPS provisioning proxy phones fetch their files from (issue 6, seed 2.3.1)."""
+
     bind: str = "0.0.0.0"
     port: int = Field(4445, ge=0, le=65535)
     enabled: bool = True
+    # TLS material shown to phones; empty means "issued by Limen's CA in <data_dir>/tls/"
+    # (provisioning.pem / provisioning.key, made by limen.certs.ensure_certificates).
+    tls_cert: str = ""
+    tls_key: str = ""
+    # How the PBX's config server certificate is checked: against this CA file, and/or
+    # against a pinned SHA-256 fingerprint of its certificate (hex, colons allowed). With
+    # neither, the system trust store is used unless upstream_verify is false (then
+    # nothing is checked and a warning is logged at start and on every upstream use).
+    upstream_ca_file: str = ""
+    upstream_pin_sha256: str = ""
+    upstream_verify: bool = True
+    upstream_check_hostname: bool = True
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(15.0, gt=0)
+    # Size caps: a response from the PBX (firmware files are tens of MB), a request body
+    # from a phone (XML application posts), the request line and headers.
+    max_response_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    max_request_body: int = Field(1024 * 1024, ge=0)
+    max_header_bytes: int = Field(8192, ge=1024)
+    # Phones' connections: time to send a request's headers, keep-alive idle time.
+    header_timeout: float = Field(10.0, gt=0)
+    idle_timeout: float = Field(30.0, gt=0)
+    max_connections: int = Field(1000, ge=1)
+    max_connections_per_source: int = Field(16, ge=1)
+    # Per source address: a token bucket of `rate_limit_burst` requests refilled at
+    # `rate_limit_per_minute`; beyond it, 429.
+    rate_limit_per_minute: float = Field(120.0, gt=0)
+    rate_limit_burst: int = Field(60, ge=1)
+    # Hash guessing: `guess_limit` requests for unknown hashes (or malformed paths) within
+    # `guess_window` seconds block the source for `guess_block` seconds (403).
+    guess_limit: int = Field(10, ge=1)
+    guess_window: float = Field(600.0, gt=0)
+    guess_block: float = Field(900.0, gt=0)
+
+
+class CertSettings(BaseModel):
+    """Certificates made by Limen's own CA (``limen.certs``) when no PEM files are given."""
+
+    # Extra subjectAltName entries: "DNS=name", "IP=address" or a bare name / address.
+    extra_names: list[str] = Field(default_factory=list)
+    # Lifetime of generated leaf certificates and of the CA, days.
+    days: int = Field(825, ge=1)
+    ca_days: int = Field(3650, ge=1)
+    # Warn (log + event) when a certificate expires within this many days.
+    warn_days: int = Field(30, ge=1)
 
 
 class MediaSettings(BaseModel):
@@ -105,6 +157,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     provisioning: ProvisioningSettings = ProvisioningSettings()
     media: MediaSettings = MediaSettings()
+    certs: CertSettings = CertSettings()
 
     @field_validator("log_level")
     @classmethod
@@ -214,6 +267,14 @@ port = 8443
 
 [provisioning]
 port = 4445
+# How the PBX's config server is trusted: a CA file and/or a pinned certificate.
+# upstream_ca_file = "/etc/limen/pbx-ca.pem"
+# upstream_pin_sha256 = "AB:CD:..."   # SHA-256 fingerprint of the PBX certificate
+# upstream_verify = false             # NOT recommended: warns at start and on every use
+
+[certs]
+# Extra subjectAltName entries for the certificates Limen's CA issues.
+# extra_names = ["DNS=sbc.example.net", "IP=198.51.100.7"]
 
 [media]
 port_min = 20000

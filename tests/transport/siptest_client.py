@@ -98,8 +98,12 @@ class UdpClient:
         return await asyncio.wait_for(loop.sock_recv(self.sock, 70000), timeout)
 
     async def exchange(self, data: bytes, address: tuple[str, int]) -> Response:
+        """Send a request and return its final response (100 Trying is skipped)."""
         await self.send(data, address)
-        return parse_response(await self.recv())
+        while True:
+            response = parse_response(await self.recv())
+            if response.status >= 200:
+                return response
 
     def close(self) -> None:
         self.sock.close()
@@ -141,8 +145,12 @@ class StreamClient:
         return parse_response(await self.read_message(timeout))
 
     async def exchange(self, data: bytes) -> Response:
+        """Send a request and return its final response (100 Trying is skipped)."""
         await self.send(data)
-        return await self.response()
+        while True:
+            response = await self.response()
+            if response.status >= 200:
+                return response
 
     async def closed_by_peer(self, timeout: float = 3.0) -> bool:
         """True once the peer closed (EOF or reset) within ``timeout``; data is discarded."""
