@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from limen.sip.errors import SipParseError
 from limen.sip.grammar import (
@@ -135,8 +136,7 @@ def canonical_name(name: str) -> str:
 _DISPLAY_TOKENS_RE = re.compile(r"(?:[A-Za-z0-9\-.!%*_+`'~]+[ \t]*)+")
 
 
-@dataclass(frozen=True, slots=True)
-class NameAddr:
+class NameAddr(NamedTuple):
     """``[display-name] <URI> *(;param)`` or ``addr-spec *(;param)`` (RFC 3261 §20.10).
 
     ``display_name`` is kept as written (a quoted-string keeps its quotes). Params are
@@ -147,7 +147,7 @@ class NameAddr:
 
     uri: Uri
     display_name: str | None = None
-    params: Params = field(default=EMPTY_PARAMS)
+    params: Params = EMPTY_PARAMS
 
     @property
     def display(self) -> str | None:
@@ -263,12 +263,11 @@ _PORT_RE = re.compile(r"[ \t]*:[ \t]*([0-9]{1,5})")
 MAGIC_COOKIE = "z9hG4bK"
 
 
-@dataclass(frozen=True, slots=True)
-class Via:
+class Via(NamedTuple):
     transport: str  # upper-case: UDP, TCP, TLS, SCTP, WS, WSS, or unknown tokens
     host: str
     port: int | None = None
-    params: Params = field(default=EMPTY_PARAMS)
+    params: Params = EMPTY_PARAMS
     protocol: str = "SIP/2.0"
 
     @property
@@ -394,8 +393,7 @@ def parse_uint32(text: str, what: str) -> int:
     return int(value)
 
 
-@dataclass(frozen=True, slots=True)
-class CSeq:
+class CSeq(NamedTuple):
     seq: int
     method: str
 

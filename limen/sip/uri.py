@@ -10,7 +10,7 @@ we accept. Unescaped views are properties. URIs of other schemes are kept opaque
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import unquote as _pct_unquote
 
 from limen.sip.errors import SipParseError
@@ -47,8 +47,7 @@ def _split_uri_params(text: str) -> Params:
     return Params(tuple(items))
 
 
-@dataclass(frozen=True, slots=True)
-class SipUri:
+class SipUri(NamedTuple):
     """``sip:`` or ``sips:`` URI. ``host`` keeps IPv6 brackets; ``port`` is None if absent."""
 
     host: str
@@ -56,7 +55,7 @@ class SipUri:
     user: str | None = None
     password: str | None = None
     port: int | None = None
-    params: Params = field(default=EMPTY_PARAMS)
+    params: Params = EMPTY_PARAMS
     headers: str | None = None  # the raw text after '?', escaped as written
 
     @property
@@ -123,12 +122,11 @@ class SipUri:
         return "".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
-class TelUri:
+class TelUri(NamedTuple):
     """``tel:`` URI (RFC 3966): the number as written, and its parameters."""
 
     number: str
-    params: Params = field(default=EMPTY_PARAMS)
+    params: Params = EMPTY_PARAMS
     scheme: str = "tel"
 
     @property
@@ -139,8 +137,7 @@ class TelUri:
         return f"{self.scheme}:{self.number}{self.params}"
 
 
-@dataclass(frozen=True, slots=True)
-class AbsoluteUri:
+class AbsoluteUri(NamedTuple):
     """A URI of a scheme we do not interpret (``mailto:``, ``im:``, ``http:``...)."""
 
     scheme: str
@@ -217,8 +214,14 @@ def parse_uri(text: str) -> Uri:
             port = int(port_text)
             if port > 65535:
                 raise SipParseError("port out of range in SIP URI")
-        params = _split_uri_params(param_text) if param_text else EMPTY_PARAMS
-        return SipUri(host, scheme, user, None, port, params, None)
+        if param_text:
+            # The pattern above already checked every name and value.
+            items: list[tuple[str, str | None]] = []
+            for part in param_text[1:].split(";"):
+                name, eq, value = part.partition("=")
+                items.append((name, value if eq else None))
+            return SipUri(host, scheme, user, None, port, Params(tuple(items)), None)
+        return SipUri(host, scheme, user, None, port, EMPTY_PARAMS, None)
     m = _SCHEME_RE.match(text)
     if m is None or m.end() >= len(text) or text[m.end()] != ":":
         raise SipParseError(f"not a URI: {text[:64]!r}")
