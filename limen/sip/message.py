@@ -892,9 +892,15 @@ _NAME_KEYS_MAX = 2048
 
 def _parse_fields(lines: list[str]) -> list[HeaderField]:
     fields: list[HeaderField] = []
+    append = fields.append
     name_keys = _NAME_KEYS
-    for i in range(1, len(lines)):
-        line = lines[i]
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        key = name_keys.get(name)
+        if key is not None and colon:
+            # Fast path: a header name seen before, written without odd spacing.
+            append(HeaderField(name, key, value.strip(" \t"), line))
+            continue
         if not line:
             raise SipParseError("empty header line")
         if line[0] in " \t":
@@ -903,20 +909,16 @@ def _parse_fields(lines: list[str]) -> list[HeaderField]:
                 raise SipParseError("continuation line before any header")
             prev = fields[-1]
             cont = line.strip(" \t")
-            value = f"{prev.value} {cont}" if prev.value and cont else prev.value + cont
-            fields[-1] = HeaderField(prev.name, prev.key, value, f"{prev.raw}\r\n{line}")
+            joined = f"{prev.value} {cont}" if prev.value and cont else prev.value + cont
+            fields[-1] = HeaderField(prev.name, prev.key, joined, f"{prev.raw}\r\n{line}")
             continue
-        name, colon, value = line.partition(":")
-        key = name_keys.get(name)
-        if key is None:
-            if not colon:
-                raise SipParseError("header line without a colon")
-            stripped = name.rstrip(" \t")
-            if TOKEN_FULL_RE.match(stripped) is None:
-                raise SipParseError(f"malformed header name {stripped[:32]!r}")
-            key = header_key(stripped)
-            if len(name_keys) < _NAME_KEYS_MAX and stripped == name:
-                name_keys[name] = key
-            name = stripped
-        fields.append(HeaderField(name, key, value.strip(" \t"), line))
+        if not colon:
+            raise SipParseError("header line without a colon")
+        stripped = name.rstrip(" \t")
+        if TOKEN_FULL_RE.match(stripped) is None:
+            raise SipParseError(f"malformed header name {stripped[:32]!r}")
+        key = header_key(stripped)
+        if len(name_keys) < _NAME_KEYS_MAX and stripped == name:
+            name_keys[name] = key
+        append(HeaderField(stripped, key, value.strip(" \t"), line))
     return fields
