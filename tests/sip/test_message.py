@@ -301,3 +301,10 @@ def test_copy_is_independent() -> None:
     clone.set("Call-ID", "other")
     assert msg.call_id != "other" and clone.call_id == "other"
     assert bytes(msg) == INVITE
+
+
+def test_known_header_name_without_colon_is_refused() -> None:
+    # The name cache must not let "Subject" (seen before, with a colon) pass bare.
+    parse_message(INVITE.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nSubject: x\r\n"))
+    with pytest.raises(SipParseError):
+        parse_message(INVITE.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nSubject\r\n"))
