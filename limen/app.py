@@ -23,13 +23,20 @@ from typing import Any
 from limen.api.server import ApiServer
 from limen.config import Settings
 from limen.core import Core
-from limen.gateway.context import Directory, GatewayContext, local_addresses
+from limen.gateway.auth import SetSideAuth
+from limen.gateway.calls import CALL_EXTENSIONS, CallController
+from limen.gateway.context import Directory, GatewayContext, LocalAddresses, local_addresses
 from limen.gateway.gateway import Gateway
+from limen.gateway.keepalive import Keepalive
 from limen.gateway.media import PassthroughMedia
+from limen.gateway.registrar import Registrar
+from limen.gateway.relay import RelayMedia, create_relay_media
 from limen.gateway.stack import SipStack
+from limen.gateway.upstream import UpstreamRegistrar
 from limen.sip.addressing import Transport
 from limen.sip.transaction import TimerConfig, TransactionLayer, response_destination
-from limen.store import init_data
+from limen.store import Change, init_data
+from limen.store.bindings import BindingRepository
 from limen.transport import Limits, Listener, TransportLayer
 from limen.transport.addresses import family_of
 from limen.transport.tls import ensure_sip_certificate, server_context
@@ -71,6 +78,11 @@ class RunningApp:
     core: Core
     listeners: list[Listener] = field(default_factory=list)
     api: ApiServer | None = None
+    media: RelayMedia | None = None
+    registrar: Registrar | None = None
+    keepalive: Keepalive | None = None
+    calls: CallController | None = None
+    unsubscribe: Callable[[], None] | None = None
 
     def port(self, transport: Transport, family: socket.AddressFamily = socket.AF_INET) -> int:
         """The port actually bound for ``transport`` (useful with port 0)."""
@@ -87,8 +99,18 @@ class RunningApp:
 
     async def close(self) -> None:
         try:
+            if self.unsubscribe is not None:
+                self.unsubscribe()
+            if self.keepalive is not None:
+                await self.keepalive.close()
+            if self.registrar is not None:
+                await self.registrar.close()
             if self.api is not None:
                 await self.api.stop()
+            if self.media is not None:
+                await self.media.close()
+            if self.calls is not None:
+                self.calls.close()
             self.stack.close()
             await self.transport.close()
         finally:
@@ -116,17 +138,35 @@ async def start(settings: Settings) -> RunningApp:
     transport.on_send_error = stack.send_error
     core = Core.open(settings)
     directory = Directory.load(core.store)
+    addresses = local_addresses(settings, directory)
+    relay = _media_relay(settings, addresses, directory, core) if settings.media.relay else None
     ctx = GatewayContext(
         settings=settings,
         stack=stack,
         directory=directory,
-        addresses=local_addresses(settings, directory),
-        media=PassthroughMedia(),
+        addresses=addresses,
+        media=relay if relay is not None else PassthroughMedia(),
         store=core.store,
     )
-    stack.tu = Gateway(ctx)
-    app = RunningApp(settings, transport, stack, core)
+    registrar = Registrar(
+        ctx,
+        SetSideAuth(ctx),
+        upstream=UpstreamRegistrar(ctx),
+        repository=BindingRepository(core.store),
+    )
+    keepalive = Keepalive(ctx, registrar, max_misses=sip.keepalive_misses)
+    calls = CallController(ctx, auth=registrar.auth, registrar=registrar)
+    stack.tu = Gateway(ctx, registrar=registrar, calls=calls, supported=CALL_EXTENSIONS)
+    app = RunningApp(
+        settings, transport, stack, core, registrar=registrar, keepalive=keepalive, calls=calls
+    )
+    app.unsubscribe = core.bus.subscribe(
+        _directory_reloader(ctx, registrar), asyncio.get_running_loop()
+    )
     try:
+        if relay is not None:
+            await relay.start()
+            app.media = relay
         if settings.api.enabled:
             app.api = ApiServer(core)
             await app.api.start()
@@ -143,10 +183,55 @@ async def start(settings: Settings) -> RunningApp:
                 app.listeners.append(await transport.listen_tls(host, sip.tls_port, tls_context))
         for listener in app.listeners:
             ctx.addresses.ports.setdefault(listener.transport, listener.port)
+        # After the listeners: upstream Contacts name the bound ports.
+        await registrar.start()
+        keepalive.start()
     except BaseException:
         await app.close()
         raise
     return app
+
+
+def _media_relay(
+    settings: Settings, addresses: LocalAddresses, directory: Directory, core: Core
+) -> RelayMedia:
+    """The in-process media relay; per-device SRTP/codec overrides come from the store."""
+    store = core.store
+
+    def device_overrides(guid: str) -> tuple[str | None, str | None]:
+        device = store.devices.get(guid)
+        return device.set_side_rtp_security, device.setside_codec
+
+    return create_relay_media(settings, addresses, directory, device_overrides)
+
+
+_CONFIG_RESOURCES = frozenset({"icp", "device", "options"})
+
+
+def _directory_reloader(ctx: GatewayContext, registrar: Registrar) -> Callable[[Change], None]:
+    """A bus subscriber: reload the gateway's Directory (off the loop, coalesced) when
+    ICPs, devices or options change, then let the registrar drop deleted devices."""
+    pending: list[asyncio.Task[None]] = []
+
+    async def reload() -> None:
+        await asyncio.sleep(0.05)  # coalesce bursts (CSV imports)
+        pending.clear()
+        store = ctx.store
+        if store is None:
+            return
+        fresh = await asyncio.get_running_loop().run_in_executor(None, Directory.load, store)
+        ctx.directory.options = fresh.options
+        ctx.directory.icps = fresh.icps
+        ctx.directory.devices = fresh.devices
+        ctx.directory._by_setside = fresh._by_setside
+        ctx.directory._icp_by_host = fresh._icp_by_host
+        registrar.directory_changed()
+
+    def on_change(change: Change) -> None:
+        if change.resource in _CONFIG_RESOURCES and not pending:
+            pending.append(asyncio.get_running_loop().create_task(reload()))
+
+    return on_change
 
 
 def run(settings: Settings, announce: Announce = print) -> None:

@@ -15,12 +15,15 @@ from rich.console import Console
 
 from limen import __version__
 from limen.commands import admin as admin_commands
+from limen.commands import cert as cert_commands
 from limen.commands import consumer as consumer_commands
 from limen.commands import db as db_commands
 from limen.commands import device as device_commands
 from limen.commands import icp as icp_commands
 from limen.commands import options as options_commands
 from limen.commands import override as override_commands
+from limen.commands import phone as phone_commands
+from limen.commands import tma as tma_commands
 from limen.commands import token as token_commands
 from limen.config import config_file_path, load_settings, write_sample_config
 
@@ -39,6 +42,9 @@ app.add_typer(consumer_commands.app, name="consumer")
 app.add_typer(token_commands.app, name="token")
 app.add_typer(admin_commands.app, name="admin")
 app.add_typer(db_commands.app, name="db")
+app.add_typer(cert_commands.app, name="cert")
+app.add_typer(tma_commands.app, name="tma")
+app.add_typer(phone_commands.app, name="phone")
 
 ConfigOption = Annotated[
     Path | None,

@@ -54,8 +54,14 @@ class SipSettings(BaseModel):
     t1: float = Field(0.5, gt=0)
     t2: float = Field(4.0, gt=0)
     t4: float = Field(5.0, gt=0)
+    # Timer C (RFC 3261 §16.6 item 11): an INVITE relayed to the other side that gets no
+    # final response within this many seconds is cancelled and answered 408.
+    timer_c: float = Field(180.0, gt=0)
     # Server / User-Agent header value; empty sends none (topology and product hiding).
     server_header: str = "Limen"
+    # OPTIONS keepalives a registered phone may leave unanswered in a row before Limen
+    # unregisters it (and its ICP-side registration).
+    keepalive_misses: int = Field(3, ge=1, le=100)
 
 
 class ApiSettings(BaseModel):
@@ -132,6 +138,21 @@ class CertSettings(BaseModel):
 class MediaSettings(BaseModel):
     port_min: int = Field(20000, ge=1024, le=65535)
     port_max: int = Field(31000, ge=1024, le=65535)
+    # The relay (issue 5). Disabled: SDP passes through and media takes the direct path.
+    relay: bool = True
+    # Local addresses the media sockets bind, per side; empty: `bind`.
+    bind: str = "0.0.0.0"
+    set_bind: str = ""
+    icp_bind: str = ""
+    # Addresses written in c= lines: toward phones (empty: public_ip, else the set-side
+    # SIP host) and toward the PBX (empty: the ICP-side SIP host, i.e. sip.lan_ip or the
+    # routed address).
+    public_address: str = ""
+    lan_address: str = ""
+    # No packet in either direction for this long ends the call (BYE both legs); longer
+    # while on hold. Seconds.
+    media_timeout: float = Field(60.0, gt=0)
+    hold_timeout: float = Field(3600.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -23,6 +23,7 @@ from limen.api.routers import (
     icps,
     metrics,
     pairing,
+    tma,
 )
 from limen.core import Core
 from limen.store.errors import Conflict, Invalid, NotFound, StoreError
@@ -68,7 +69,17 @@ def create_app(core: Core) -> FastAPI:
     )
     app.state.core = core
     app.state.oauth = OAuthServer(core.store, core.settings)
-    for module in (globaloptions, icps, devices, metrics, events, configuration, pairing, admin):
+    for module in (
+        globaloptions,
+        icps,
+        devices,
+        metrics,
+        events,
+        configuration,
+        pairing,
+        admin,
+        tma,
+    ):
         app.include_router(module.router)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)

@@ -11,7 +11,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from limen.store.db import UtcDateTime, utcnow
@@ -50,6 +59,9 @@ class Icp(Base):
     xml_destination_port: Mapped[int] = mapped_column(Integer)
     # TLS on the XML / provisioning link (port 4445).
     tls: Mapped[bool] = mapped_column(Boolean)
+    # "Limen serves configs": the provisioning port renders this ICP's phone files itself
+    # instead of proxying to the ICP's config server (limen.provisioning).
+    serves_configs: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     domain: Mapped[str] = mapped_column(String(255), default="")
     description: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -259,3 +271,24 @@ class AdminToken(Base):
     last_used: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     admin: Mapped[AdminUser] = relationship(back_populates="tokens")
+
+
+class RegistrationBinding(Base):
+    """A phone's set-side registration, written behind by the gateway so that a restart
+    resumes it (limen.gateway.registrar). One row per device; ``expires_at`` is wall-clock."""
+
+    __tablename__ = "registration_bindings"
+
+    device_guid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    aor: Mapped[str] = mapped_column(String(128))
+    contact: Mapped[str] = mapped_column(Text)
+    transport: Mapped[str] = mapped_column(String(8))
+    remote_host: Mapped[str] = mapped_column(String(64))
+    remote_port: Mapped[int] = mapped_column(Integer)
+    local_host: Mapped[str] = mapped_column(String(64))
+    local_port: Mapped[int] = mapped_column(Integer)
+    nat: Mapped[bool] = mapped_column(Boolean)
+    call_id: Mapped[str] = mapped_column(String(255))
+    cseq: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -155,6 +155,7 @@ class IcpRepository(_Repo):
             xml_listen_port=icp.xml_listen_port,
             xml_destination_port=icp.xml_destination_port,
             tls=icp.tls,
+            serves_configs=icp.serves_configs,
             hashes=[h.hash for h in icp.hashes],
             domain=icp.domain,
             description=icp.description,
@@ -313,6 +314,11 @@ class DeviceRepository(_Repo):
             icpside_password=self._box.decrypt(row.icpside_password_enc),
             icp=row.icp.name,
             clientid=row.clientid,
+            challenge_methods=row.challenge_methods.split(",")
+            if row.challenge_methods is not None
+            else None,
+            options_hb=row.options_hb,
+            heartbeat_interval=row.heartbeat_interval,
         )
 
     def list(

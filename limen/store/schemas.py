@@ -122,6 +122,7 @@ class IcpCreate(BaseModel):
     xml_listen_port: int = Field(default=4445, ge=1, le=65535)
     xml_destination_port: int = Field(default=4445, ge=1, le=65535)
     tls: bool = True
+    serves_configs: bool = False
     hashes: list[str] = Field(default_factory=list)
     domain: str = Field(default="", max_length=255)
     description: str = Field(default="", max_length=255)
@@ -149,6 +150,7 @@ class IcpUpdate(BaseModel):
     xml_listen_port: int | None = Field(default=None, ge=1, le=65535)
     xml_destination_port: int | None = Field(default=None, ge=1, le=65535)
     tls: bool | None = None
+    serves_configs: bool | None = None
     hashes: list[str] | None = None
     domain: str | None = Field(default=None, max_length=255)
     description: str | None = Field(default=None, max_length=255)
@@ -178,6 +180,8 @@ class IcpRecord(BaseModel):
     xml_listen_port: int
     xml_destination_port: int
     tls: bool
+    # True: Limen renders this ICP's phone files (limen.provisioning) instead of proxying.
+    serves_configs: bool = False
     hashes: list[str]
     domain: str
     description: str
@@ -324,6 +328,10 @@ class DeviceCredentials(BaseModel):
     icpside_password: str
     icp: str
     clientid: str | None
+    # Per-device overrides the gateway reads on the hot path (None: the global option).
+    challenge_methods: list[str] | None = None
+    options_hb: str | None = None
+    heartbeat_interval: int | None = None
 
 
 # -- overrides -------------------------------------------------------------------------

@@ -26,15 +26,16 @@ EXPECTED: dict[str, int | None] = {
     # 3.1.1 valid messages
     "wsinv.dat": 481,  # has a To tag: a re-INVITE for a dialog that does not exist (§12.2.2)
     "intmeth.dat": 501,  # unknown method (with Allow)
-    "esc01.dat": 501,  # INVITE
-    "escnull.dat": 501,  # REGISTER
+    "esc01.dat": 407,  # INVITE: challenged (set side, limen.gateway.calls)
+    "escnull.dat": 403,  # REGISTER over UDP: off in the default options (registrar)
     "esc02.dat": 501,  # unknown method RE%47IST%45R
     "lwsdisp.dat": 200,  # OPTIONS
-    "longreq.dat": 501,  # INVITE
-    "dblreq.dat": 501,  # REGISTER; the trailing INVITE octets are ignored (one answer)
+    "longreq.dat": 407,  # INVITE: challenged
+    # REGISTER over UDP (off by default: 403); the trailing INVITE octets are ignored.
+    "dblreq.dat": 403,
     "semiuri.dat": 200,  # OPTIONS
     "transports.dat": 200,  # OPTIONS
-    "mpart01.dat": 501,  # MESSAGE (multipart body is fine for framing)
+    "mpart01.dat": 403,  # MESSAGE from no known phone (multipart body is fine for framing)
     "unreason.dat": SILENT,  # response
     "noreason.dat": SILENT,  # response
     # 3.1.2 invalid messages
@@ -49,7 +50,7 @@ EXPECTED: dict[str, int | None] = {
     "lwsstart.dat": 400,
     "trws.dat": 400,
     "escruri.dat": 400,
-    "baddate.dat": 501,  # INVITE: the bad Date is ignored
+    "baddate.dat": 407,  # INVITE: the bad Date is ignored; challenged
     "regbadct.dat": 400,
     "badaspec.dat": 400,
     "baddn.dat": 400,
@@ -65,16 +66,16 @@ EXPECTED: dict[str, int | None] = {
     "unksm2.dat": 400,  # REGISTER whose To is not a SIP AOR
     "bext01.dat": 420,
     "invut.dat": 415,
-    "regaut01.dat": 501,  # REGISTER
+    "regaut01.dat": 403,  # REGISTER over UDP: off in the default options (registrar)
     "multi01.dat": 400,
     "mcl01.dat": 400,
     "bcast.dat": SILENT,  # response
     "zeromf.dat": 200,  # OPTIONS with Max-Forwards 0: answered by the UAS itself
-    "cparam01.dat": 501,  # REGISTER
-    "cparam02.dat": 501,  # REGISTER
-    "regescrt.dat": 501,  # REGISTER
+    "cparam01.dat": 403,  # REGISTER over UDP: off in the default options (registrar)
+    "cparam02.dat": 403,  # REGISTER over UDP: off in the default options (registrar)
+    "regescrt.dat": 403,  # REGISTER over UDP: off in the default options (registrar)
     "sdp01.dat": 406,
-    "inv2543.dat": 501,  # INVITE, RFC 2543 style: accepted, not implemented yet
+    "inv2543.dat": 407,  # INVITE, RFC 2543 style: accepted, challenged
 }
 
 

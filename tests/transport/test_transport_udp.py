@@ -32,14 +32,14 @@ async def test_options_200(limen: RunningApp) -> None:
     assert response.call_id.startswith("call-")
 
 
-async def test_invite_501_and_unknown_method_501_with_allow(limen: RunningApp) -> None:
+async def test_invite_407_and_unknown_method_501_with_allow(limen: RunningApp) -> None:
     client = UdpClient()
     try:
         invite = await client.exchange(request("INVITE"), addr(limen))
         unknown = await client.exchange(request("FROBNICATE"), addr(limen))
     finally:
         client.close()
-    assert invite.status == 501
+    assert invite.status == 407  # the call controller challenges INVITE (set side)
     assert unknown.status == 501
     assert "INVITE" in unknown.allow
 

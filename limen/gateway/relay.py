@@ -1,0 +1,155 @@
+"""The gateway's media controller on top of :mod:`limen.media` (issue 5, "SRTP policy").
+
+Maps the gateway's policy onto the relay's mechanism:
+
+- The **set side** faces phones behind NAT: latching on, ``c=`` is the public media
+  address, SRTP per ``set_side_rtp_security`` (per device: the device's override), codecs
+  per ``codec_support`` (per device: ``setside_codec``).
+- The **ICP side** faces the PBX: fixed to its SDP address, ``c=`` is the LAN address,
+  SRTP per ``icp_side_rtp_security``.
+
+MBG's labels ("Require", "Prefer", "Disable"; "G.711 only" ...) become
+:class:`limen.media.LegPolicy` values here. :class:`limen.media.MediaError` becomes
+:class:`MediaRefused` with the same status.
+
+For the call controller beyond :class:`MediaController`:
+
+- ``offer(..., plain=True)``: the retry after the PBX (or a phone under "Prefer") refused
+  our SRTP offer with 488/606: the same offer, plain RTP/AVP toward that side, same ports.
+- ``on_timeout``: set it to a function of the Call-ID; it is called once when a call had
+  no media for ``media.media_timeout`` (``media.hold_timeout`` on hold). BYE both legs,
+  then ``delete``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from limen.config import Settings
+from limen.gateway.context import Directory, LocalAddresses, Side
+from limen.gateway.media import MediaRefused
+from limen.media import LegPolicy, LegSpec, MediaEngine, MediaError, MediaRelay, Security
+from limen.store.options import GlobalOptions
+
+log = logging.getLogger("limen.gateway")
+
+# MBG "Codec support" → codec names the relay keeps (None: unrestricted).
+CODEC_SUPPORT: dict[str, tuple[str, ...] | None] = {
+    "Unrestricted": None,
+    "G.711 only": ("PCMU", "PCMA"),
+    "G.722 only": ("G722",),
+    "G.729 only": ("G729",),
+    "Opus only": ("opus",),
+}
+
+# Per-device overrides: (set_side_rtp_security, setside_codec), None for "global".
+DeviceOverrides = Callable[[str], tuple[str | None, str | None]]
+
+
+def codecs_for(label: str) -> tuple[str, ...] | None:
+    return CODEC_SUPPORT.get(label)
+
+
+def leg_policies(
+    options: GlobalOptions, device: tuple[str | None, str | None] = (None, None)
+) -> dict[str, LegPolicy]:
+    security, codec = device
+    return {
+        Side.SET.value: LegPolicy(
+            Security.parse(security or options.set_side_rtp_security),
+            codecs_for(codec or options.codec_support),
+        ),
+        Side.ICP.value: LegPolicy(Security.parse(options.icp_side_rtp_security), None),
+    }
+
+
+class RelayMedia:
+    """:class:`limen.gateway.media.MediaController` over a :class:`MediaEngine`."""
+
+    def __init__(
+        self,
+        engine: MediaEngine,
+        options: Callable[[], GlobalOptions],
+        device_overrides: DeviceOverrides | None = None,
+    ) -> None:
+        self.engine = engine
+        self._options = options
+        self._device_overrides = device_overrides
+
+    @property
+    def on_timeout(self) -> Callable[[str], None] | None:
+        return self.engine.on_timeout
+
+    @on_timeout.setter
+    def on_timeout(self, callback: Callable[[str], None] | None) -> None:
+        self.engine.on_timeout = callback
+
+    def policies(self, device: str | None) -> dict[str, LegPolicy]:
+        overrides: tuple[str | None, str | None] = (None, None)
+        if device is not None and self._device_overrides is not None:
+            try:
+                overrides = self._device_overrides(device)
+            except Exception:  # an unknown device just gets the global options
+                log.debug("no media overrides for device %s", device)
+        return leg_policies(self._options(), overrides)
+
+    async def start(self) -> None:
+        await self.engine.start()
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+    def offer(
+        self,
+        call_id: str,
+        from_side: Side,
+        sdp: bytes,
+        *,
+        device: str | None,
+        plain: bool = False,
+    ) -> bytes:
+        try:
+            return self.engine.offer(
+                call_id, from_side.value, sdp, policy=self.policies(device), plain=plain
+            )
+        except MediaError as exc:
+            raise MediaRefused(exc.status, exc.reason) from None
+
+    def answer(self, call_id: str, from_side: Side, sdp: bytes, *, device: str | None) -> bytes:
+        try:
+            return self.engine.answer(call_id, from_side.value, sdp)
+        except MediaError as exc:
+            raise MediaRefused(exc.status, exc.reason) from None
+
+    def delete(self, call_id: str) -> None:
+        self.engine.delete(call_id)
+
+    def query(self, call_id: str) -> dict[str, Any]:
+        return self.engine.query(call_id)
+
+
+def create_relay_media(
+    settings: Settings,
+    addresses: LocalAddresses,
+    directory: Directory,
+    device_overrides: DeviceOverrides | None = None,
+) -> RelayMedia:
+    """The in-process relay. Its port range is the global options' SRTP port range (MBG's
+    admin setting, read at start); ``media.port_min``/``port_max`` are not used by it."""
+    media = settings.media
+    options = directory.options
+    public = media.public_address or settings.public_ip or addresses.set_host
+    lan = media.lan_address or addresses.icp_host
+    engine = MediaRelay(
+        [
+            LegSpec(Side.SET.value, public, media.set_bind or media.bind, latch=True),
+            LegSpec(Side.ICP.value, lan, media.icp_bind or media.bind, latch=False),
+        ],
+        port_min=options.srtp_port_min,
+        port_max=options.srtp_port_max,
+        media_timeout=media.media_timeout,
+        hold_timeout=media.hold_timeout,
+    )
+    return RelayMedia(engine, lambda: directory.options, device_overrides)
