@@ -19,13 +19,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from limen.gateway.context import GatewayContext, Side, side_of
-from limen.gateway.options import (
-    ACCEPT,
-    ACCEPT_ENCODING,
-    ACCEPT_LANGUAGE,
-    ALLOWED_METHODS,
-    allow_header,
-)
+from limen.gateway.options import ALLOWED_METHODS, allow_header, capabilities
 from limen.sip.addressing import Source
 from limen.sip.message import Request, Response
 from limen.sip.transaction import ServerTransaction
@@ -129,14 +123,7 @@ class Gateway:
         return self.calls is None or not isinstance(uri, SipUri) or uri.user is None
 
     def capabilities(self) -> list[tuple[str, str]]:
-        """RFC 3261 §11.2: what an OPTIONS answer describes."""
-        return [
-            ("Allow", self._allow),
-            ("Accept", ACCEPT),
-            ("Accept-Encoding", ACCEPT_ENCODING),
-            ("Accept-Language", ACCEPT_LANGUAGE),
-            ("Supported", ", ".join(sorted(self.supported))),
-        ]
+        return capabilities(self.supported)
 
     def respond(
         self,
