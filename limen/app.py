@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from limen.api.server import ApiServer
+from limen.certs import ensure_certificates, watch_certificates
 from limen.config import Settings
 from limen.core import Core
 from limen.gateway.auth import SetSideAuth
@@ -33,9 +34,10 @@ from limen.gateway.registrar import Registrar
 from limen.gateway.relay import RelayMedia, create_relay_media
 from limen.gateway.stack import SipStack
 from limen.gateway.upstream import UpstreamRegistrar
+from limen.provisioning import ProvisioningServer
 from limen.sip.addressing import Transport
 from limen.sip.transaction import TimerConfig, TransactionLayer, response_destination
-from limen.store import Change, init_data
+from limen.store import Change, init_data, open_store
 from limen.store.bindings import BindingRepository
 from limen.transport import Limits, Listener, TransportLayer
 from limen.transport.addresses import family_of
@@ -55,6 +57,13 @@ def prepare(settings: Settings) -> list[str]:
         data.mkdir(parents=True, exist_ok=True)
         lines.append(f"created data folder {data}")
     lines.extend(init_data(settings))
+    # Limen's own CA and the certificates of the SIP, provisioning and admin listeners,
+    # with the SANs of the configuration and of MBG-style overrides rows (issue 6).
+    store = open_store(settings)
+    try:
+        lines.extend(ensure_certificates(settings, store))
+    finally:
+        store.close()
     if settings.sip.tls:
         cert, key, generated = ensure_sip_certificate(settings)
         if generated:
@@ -63,8 +72,6 @@ def prepare(settings: Settings) -> list[str]:
                 f"generated self-signed SIP TLS certificate {cert} (key {key})"
                 + (f" for {names}" if names else "")
             )
-        else:
-            lines.append(f"SIP TLS certificate {cert}")
     return lines
 
 
@@ -78,6 +85,8 @@ class RunningApp:
     core: Core
     listeners: list[Listener] = field(default_factory=list)
     api: ApiServer | None = None
+    provisioning: ProvisioningServer | None = None
+    cert_watch: asyncio.Task[None] | None = None
     media: RelayMedia | None = None
     registrar: Registrar | None = None
     keepalive: Keepalive | None = None
@@ -95,6 +104,11 @@ class RunningApp:
         lines = [f"listening on {listener}" for listener in self.listeners]
         if self.api is not None:
             lines.append(f"admin API on https://{self.settings.api.bind}:{self.api.port}/mslrest/")
+        if self.provisioning is not None:
+            lines.append(
+                f"provisioning on https://{self.settings.provisioning.bind}:"
+                f"{self.provisioning.port}/<hash>/"
+            )
         return lines
 
     async def close(self) -> None:
@@ -105,6 +119,12 @@ class RunningApp:
                 await self.keepalive.close()
             if self.registrar is not None:
                 await self.registrar.close()
+            if self.cert_watch is not None:
+                self.cert_watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.cert_watch
+            if self.provisioning is not None:
+                await self.provisioning.stop()
             if self.api is not None:
                 await self.api.stop()
             if self.media is not None:
@@ -170,6 +190,10 @@ async def start(settings: Settings) -> RunningApp:
         if settings.api.enabled:
             app.api = ApiServer(core)
             await app.api.start()
+        if settings.provisioning.enabled:
+            app.provisioning = ProvisioningServer(core)
+            await app.provisioning.start()
+        app.cert_watch = asyncio.create_task(watch_certificates(core), name="limen-certs")
         tls_context = None
         if sip.tls:
             cert, key, _ = ensure_sip_certificate(settings)

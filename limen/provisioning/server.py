@@ -764,7 +764,7 @@ class ProvisioningServer:
             await self._refuse(conn, writer, exchange, exc.status)
             return False
         client = h11.Connection(h11.CLIENT, max_incomplete_event_size=UPSTREAM_HEADER_LIMIT)
-        started = False
+        started = clean = False
         try:
             headers = self._upstream_request_headers(request, icp, exchange.source)
             up_writer.write(
@@ -833,6 +833,7 @@ class ProvisioningServer:
             writer.write(conn.send(h11.EndOfMessage()) or b"")
             await _drain(writer, opts.idle_timeout, "phone")
             exchange.outcome = "proxied"
+            clean = True
             return True
         except _SideError as exc:
             if exc.side == "phone":
@@ -853,7 +854,11 @@ class ProvisioningServer:
                 await self._refuse(conn, writer, exchange, 502)
             return False
         finally:
-            up_writer.close()
+            if clean:
+                up_writer.close()
+            else:
+                # A PBX that failed us gets no graceful TLS shutdown to wait for.
+                up_writer.transport.abort()
 
 
 def _device_by_mac(

@@ -164,4 +164,4 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
             process.kill()
     assert process.returncode == 0, err
     assert "stopping" in out
-    assert not (tmp_path / "data" / "tls").exists()  # TLS off: no certificate made
+    assert not (tmp_path / "data" / "tls" / "sip.pem").exists()  # SIP/TLS off: no SIP cert

@@ -29,7 +29,8 @@ def test_prepare_creates_data_folder_and_certificate(tmp_path: Path) -> None:
     settings = settings.model_copy(update={"public_fqdn": "limen.example.net"})
     lines = prepare(settings)
     assert any("created data folder" in line for line in lines)
-    assert any("generated self-signed SIP TLS certificate" in line for line in lines)
+    # Issued by Limen's own CA (limen.certs.ensure_certificates), not self-signed.
+    assert any(line.startswith("issued SIP/TLS certificate") for line in lines)
     cert_path = settings.data_path / "tls" / "sip.pem"
     key_path = settings.data_path / "tls" / "sip.key"
     assert key_path.stat().st_mode & 0o077 == 0
@@ -37,9 +38,11 @@ def test_prepare_creates_data_folder_and_certificate(tmp_path: Path) -> None:
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "limen.example.net" in san.get_values_for_type(x509.DNSName)
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    ca = x509.load_pem_x509_certificate((settings.data_path / "tls" / "ca.pem").read_bytes())
+    assert cert.issuer == ca.subject != cert.subject
     before = cert_path.read_bytes()
     again = prepare(settings)
-    assert not any("generated" in line for line in again)
+    assert not any("generated" in line or "issued" in line for line in again)
     assert cert_path.read_bytes() == before
 
 
@@ -49,7 +52,7 @@ def test_prepare_with_configured_certificate(tmp_path: Path) -> None:
         prepare(settings)
     no_tls = make_settings(tmp_path, tls=False)
     prepare(no_tls)
-    assert not (no_tls.data_path / "tls").exists()
+    assert not (no_tls.data_path / "tls" / "sip.pem").exists()  # no SIP/TLS, no SIP cert
 
 
 async def test_start_reports_bound_ports(tmp_path: Path) -> None:
