@@ -136,8 +136,8 @@ class CertSettings(BaseModel):
 
 
 class MediaSettings(BaseModel):
-    port_min: int = Field(20000, ge=1024, le=65535)
-    port_max: int = Field(31000, ge=1024, le=65535)
+    # The port range is a global option (srtp_port_min/max, MBG's settings screen), set
+    # with `limen options set` or the API, not here: one source of truth.
     # The relay (issue 5). Disabled: SDP passes through and media takes the direct path.
     relay: bool = True
     # Local addresses the media sockets bind, per side; empty: `bind`.
@@ -298,8 +298,9 @@ port = 4445
 # extra_names = ["DNS=sbc.example.net", "IP=198.51.100.7"]
 
 [media]
-port_min = 20000
-port_max = 31000
+# RTP/SRTP ports are the global options srtp_port_min / srtp_port_max (limen options set).
+relay = true
+media_timeout = 60
 """
 
 

@@ -137,7 +137,7 @@ def create_relay_media(
     device_overrides: DeviceOverrides | None = None,
 ) -> RelayMedia:
     """The in-process relay. Its port range is the global options' SRTP port range (MBG's
-    admin setting, read at start); ``media.port_min``/``port_max`` are not used by it."""
+    admin setting, read at start)."""
     media = settings.media
     options = directory.options
     public = media.public_address or settings.public_ip or addresses.set_host

@@ -41,6 +41,7 @@ def interfaces() -> list[dict[str, Any]]:
 @router.get("/")
 async def configuration(core: CoreDep, caller: Caller) -> dict[str, Any]:
     s = core.settings
+    options = core.store.options.get()
     return {
         "fqdn": s.public_fqdn,
         "public_ip": s.public_ip,
@@ -52,6 +53,6 @@ async def configuration(core: CoreDep, caller: Caller) -> dict[str, Any]:
             "sip_tls": s.sip.tls_port if s.sip.tls else None,
             "provisioning": s.provisioning.port if s.provisioning.enabled else None,
             "api": s.api.port,
-            "rtp": [s.media.port_min, s.media.port_max],
+            "rtp": [options.srtp_port_min, options.srtp_port_max],
         },
     }
