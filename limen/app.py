@@ -30,6 +30,7 @@ from limen.gateway.context import Directory, GatewayContext, LocalAddresses, loc
 from limen.gateway.gateway import Gateway
 from limen.gateway.keepalive import Keepalive
 from limen.gateway.media import PassthroughMedia
+from limen.gateway.metrics import GatewayMetrics, Readings
 from limen.gateway.registrar import Registrar
 from limen.gateway.relay import RelayMedia, create_relay_media
 from limen.gateway.stack import SipStack
@@ -86,6 +87,7 @@ class RunningApp:
     listeners: list[Listener] = field(default_factory=list)
     api: ApiServer | None = None
     provisioning: ProvisioningServer | None = None
+    metrics: GatewayMetrics | None = None
     cert_watch: asyncio.Task[None] | None = None
     media: RelayMedia | None = None
     registrar: Registrar | None = None
@@ -119,6 +121,8 @@ class RunningApp:
                 await self.keepalive.close()
             if self.registrar is not None:
                 await self.registrar.close()
+            if self.metrics is not None:
+                await self.metrics.close()
             if self.cert_watch is not None:
                 self.cert_watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -180,6 +184,8 @@ async def start(settings: Settings) -> RunningApp:
     app = RunningApp(
         settings, transport, stack, core, registrar=registrar, keepalive=keepalive, calls=calls
     )
+    app.metrics = _gateway_metrics(transport, stack, registrar, calls, relay)
+    core.metrics = app.metrics
     app.unsubscribe = core.bus.subscribe(
         _directory_reloader(ctx, registrar), asyncio.get_running_loop()
     )
@@ -193,6 +199,7 @@ async def start(settings: Settings) -> RunningApp:
         if settings.provisioning.enabled:
             app.provisioning = ProvisioningServer(core)
             await app.provisioning.start()
+        app.metrics.start()
         app.cert_watch = asyncio.create_task(watch_certificates(core), name="limen-certs")
         tls_context = None
         if sip.tls:
@@ -214,6 +221,42 @@ async def start(settings: Settings) -> RunningApp:
         await app.close()
         raise
     return app
+
+
+def _gateway_metrics(
+    transport: TransportLayer,
+    stack: SipStack,
+    registrar: Registrar,
+    calls: CallController,
+    relay: RelayMedia | None,
+) -> GatewayMetrics:
+    """MBG's metrics read from the running parts (``/mslrest/mbg/v1/metrics/``)."""
+
+    def read() -> Readings:
+        c = transport.counters
+        media_bytes: dict[str, int] = {}
+        if relay is not None:
+            counted = getattr(relay.engine, "bytes_received", None)
+            if counted is not None:
+                media_bytes = counted()
+        return Readings(
+            active_calls=calls.active_calls,
+            active_connections=transport.connection_count,
+            registrations=len(registrar.bindings()),
+            calls_started=calls.calls_started,
+            media_bytes=media_bytes,
+            counters={
+                "sip_messages_total": {"in": c.messages_in, "out": c.messages_out},
+                "sip_errors_total": {
+                    "parse": c.parse_errors,
+                    "handler": c.handler_errors + stack.handler_errors,
+                    "send": c.send_errors,
+                },
+                "calls_total": {"started": calls.calls_started},
+            },
+        )
+
+    return GatewayMetrics(read)
 
 
 def _media_relay(

@@ -119,6 +119,8 @@ class MediaRelay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.timeouts = 0
+        # Bytes received per leg by calls that have ended (live calls are summed on demand).
+        self._ended_bytes: dict[str, int] = dict.fromkeys(self.legs, 0)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -202,6 +204,8 @@ class MediaRelay:
         if call is None:
             return None
         stats = stream_stats(call)
+        for name, leg in call.legs.items():
+            self._ended_bytes[name] += sum(ep.bytes_in for ep in leg.endpoints if ep is not None)
         release_all(call, self._release)
         for name, leg in stats["legs"].items():  # type: ignore[attr-defined]
             for s in leg["streams"]:
@@ -220,6 +224,16 @@ class MediaRelay:
                     s["dropped"],
                 )
         return stats
+
+    def bytes_received(self) -> dict[str, int]:
+        """Media bytes received so far on each leg, ended calls included (monotonic): what
+        the metrics turn into MBG's bandwidth gauges. A leg's bytes out are the other
+        leg's bytes in (give or take the SRTP tag)."""
+        totals = dict(self._ended_bytes)
+        for call in self.calls.values():
+            for name, leg in call.legs.items():
+                totals[name] += sum(ep.bytes_in for ep in leg.endpoints if ep is not None)
+        return totals
 
     def query(self, call_id: str) -> dict[str, Any]:
         call = self.calls.get(call_id)

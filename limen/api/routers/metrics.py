@@ -1,7 +1,9 @@
 """``/mslrest/mbg/v1/metrics/`` (MBG's gauges) and ``/metrics`` (Prometheus text).
 
-The numbers come from ``core.metrics``; until the SIP gateway provides its own
-provider they are zeros (:class:`limen.core.NullMetrics`).
+The numbers come from ``core.metrics``: under ``limen serve`` the gateway's
+:class:`limen.gateway.metrics.GatewayMetrics` (live gauges, bandwidth and calls per hour
+from sampled counters, 24 h of history); an API started without the SIP side (tests,
+tools) has :class:`limen.core.NullMetrics`, all zeros.
 """
 
 from __future__ import annotations
