@@ -358,6 +358,10 @@ class OAuthServer:
                 self._resource._check_mandatory_parameters(request)
             except errors.OAuth1Error as exc:
                 return OAuthResult(exc.status_code, reason=exc.description or exc.error)
+            except ValueError as exc:
+                # oauthlib's parsers raise bare ValueErrors on a malformed Authorization
+                # header or query ("Malformed authorization header", bad %-escapes).
+                return OAuthResult(401, reason=str(exc) or "malformed OAuth parameters")
             if not request.resource_owner_key:
                 return OAuthResult(401, reason="no oauth_token: pair first (/mslrest/initiate)")
             valid, request = self._resource.validate_protected_resource_request(

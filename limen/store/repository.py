@@ -43,6 +43,7 @@ from limen.store.schemas import (
     OverrideRecord,
     Permission,
     TokenRecord,
+    check_page,
     is_guid,
     looks_like_mac,
     normalise_mac,
@@ -324,6 +325,7 @@ class DeviceRepository(_Repo):
     def list(
         self, *, icp: str | None = None, offset: int = 0, limit: int | None = None
     ) -> builtins.list[DeviceRecord]:
+        check_page(offset, limit)
         with self._session() as s:
             query = self._query().order_by(m.SipDevice.setside_username)
             if icp is not None:
@@ -1028,6 +1030,7 @@ class EventRepository(_Repo):
         offset: int = 0,
         limit: int = 100,
     ) -> builtins.list[EventRecord]:
+        check_page(offset, limit)
         with self._session() as s:
             query = self._filter(select(m.Event), kind, cleared)
             query = query.order_by(m.Event.created_at.desc(), m.Event.id.desc())

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from limen.store.errors import Invalid
 from limen.store.options import (
     CodecSupport,
     KeepaliveMode,
@@ -23,6 +24,19 @@ from limen.store.options import (
 )
 
 Transport = Literal["udp", "tcp", "tls"]
+
+# Largest offset/limit a list accepts: well inside the 64-bit integers SQLite and
+# PostgreSQL take for OFFSET/LIMIT (a larger Python int overflows the driver).
+MAX_PAGE = 2**31 - 1
+
+
+def check_page(offset: int, limit: int | None) -> None:
+    """Raise :class:`~limen.store.errors.Invalid` for an offset/limit no database takes."""
+    if not 0 <= offset <= MAX_PAGE:
+        raise Invalid("offset", f"must be between 0 and {MAX_PAGE}")
+    if limit is not None and not 1 <= limit <= MAX_PAGE:
+        raise Invalid("limit", f"must be between 1 and {MAX_PAGE}")
+
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _USER_RE = re.compile(r"^[A-Za-z0-9._~+*#-]{1,128}$")

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool as run
 
 from limen.api.auth import Caller, CoreDep
-from limen.store.schemas import DeviceCreate, DeviceRecord, DeviceUpdate
+from limen.store.schemas import MAX_PAGE, DeviceCreate, DeviceRecord, DeviceUpdate
 
 router = APIRouter(prefix="/mslrest/mbg/v1/devices/sip", tags=["devices"])
 
@@ -39,7 +39,7 @@ async def all_devices(
     core: CoreDep,
     caller: Caller,
     icp: IcpFilter = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_PAGE)] = 0,
     limit: Annotated[int | None, Query(ge=1, le=100000)] = None,
 ) -> dict[str, list[DeviceRecord]]:
     devices = await run(lambda: core.store.devices.list(icp=icp, offset=offset, limit=limit))

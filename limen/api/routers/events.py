@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool as run
 
 from limen.api.auth import Caller, CoreDep
-from limen.store.schemas import EventRecord
+from limen.store.schemas import MAX_PAGE, EventRecord
 
 router = APIRouter(prefix="/mslrest/msl/v1/events", tags=["events"])
 
@@ -29,7 +29,7 @@ async def list_events(
     caller: Caller,
     kind: Kind = None,
     cleared: Cleared = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_PAGE)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, list[EventRecord]]:
     events = await run(

@@ -9,9 +9,9 @@ tools) has :class:`limen.core.NullMetrics`, all zeros.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool as run
 
@@ -25,9 +25,16 @@ async def current_metrics(core: CoreDep, caller: Caller) -> dict[str, Any]:
     return dataclasses.asdict(core.metrics.current())
 
 
+# Epoch seconds of 9999-12-31T23:59:59Z: later ones overflow floats and datetimes.
+MAX_EPOCH = 253_402_300_799
+Epoch = Annotated[int, Path(ge=0, le=MAX_EPOCH, description="epoch seconds")]
+
+
 @router.get("/mslrest/mbg/v1/metrics/{start}/{end}/", summary="Samples between two epochs")
-async def metrics_history(start: int, end: int, core: CoreDep, caller: Caller) -> dict[str, Any]:
-    if start < 0 or end < start:
+async def metrics_history(
+    start: Epoch, end: Epoch, core: CoreDep, caller: Caller
+) -> dict[str, Any]:
+    if end < start:
         raise HTTPException(422, "start and end are epoch seconds with start <= end")
     samples = core.metrics.history(float(start), float(end))
     return {"response": [dataclasses.asdict(s) for s in samples]}

@@ -79,7 +79,12 @@ async def renew(request: Request, core: CoreDep, caller: Caller) -> TokenRecord:
     )
 
     header = request.headers.get("authorization", "")
-    params = dict(parse_authorization_header(header)) if header else {}
+    params: dict[str, str] = {}
+    if header[:6].lower() == "oauth ":
+        try:
+            params = dict(parse_authorization_header(header))
+        except ValueError as exc:  # verified already, so not expected; never a 500
+            raise HTTPException(401, f"malformed OAuth header: {exc}") from exc
     access = params.get("oauth_token") or request.query_params.get("oauth_token", "")
     lifetime = dt.timedelta(days=core.settings.api.access_token_days)
     return await run(lambda: core.store.tokens.renew(access, lifetime, caller.actor))
