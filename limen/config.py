@@ -59,9 +59,22 @@ class SipSettings(BaseModel):
     timer_c: float = Field(180.0, gt=0)
     # Server / User-Agent header value; empty sends none (topology and product hiding).
     server_header: str = "Limen"
+    # Digest algorithms of set-side challenges, one WWW-/Proxy-Authenticate each, in this
+    # order. Some phones give up on a challenge set containing an algorithm they do not
+    # know (baresip 1.0 / libre 1.1: "Function not implemented" on SHA-256): ["MD5"].
+    digest_algorithms: list[str] = Field(default_factory=lambda: ["MD5", "SHA-256"])
     # OPTIONS keepalives a registered phone may leave unanswered in a row before Limen
     # unregisters it (and its ICP-side registration).
     keepalive_misses: int = Field(3, ge=1, le=100)
+
+    @field_validator("digest_algorithms")
+    @classmethod
+    def _algorithms(cls, value: list[str]) -> list[str]:
+        known = {"MD5": "MD5", "SHA-256": "SHA-256"}
+        out = [known.get(a.upper(), "") for a in value]
+        if not out or "" in out:
+            raise ValueError(f"digest_algorithms: one or more of {sorted(known)}, got {value}")
+        return list(dict.fromkeys(out))
 
 
 class ApiSettings(BaseModel):

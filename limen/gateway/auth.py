@@ -18,6 +18,8 @@ before a restart (or by another node sharing the key) stay valid.
 Deviation (interop): challenges go out MD5 first, then SHA-256. RFC 8760 §2.3 asks for the
 preferred algorithm first, but many phones and SIPp answer only the first challenge and
 know only MD5; clients that implement RFC 8760 §2.4 still pick SHA-256 by strength.
+``sip.digest_algorithms`` changes the set (``["MD5"]`` for phones that refuse a challenge
+set with an algorithm they do not know, like baresip 1.0).
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class SetSideAuth:
                 realm,
                 self._secret,
                 nonce_lifetime=self._lifetime,
-                algorithms=SET_SIDE_ALGORITHMS,
+                algorithms=tuple(self.ctx.settings.sip.digest_algorithms) or SET_SIDE_ALGORITHMS,
                 replay_window=16,  # requests sharing a nonce may cross on UDP
             )
             self._servers[realm] = server
