@@ -166,6 +166,9 @@ class MediaSettings(BaseModel):
     # while on hold. Seconds.
     media_timeout: float = Field(60.0, gt=0)
     hold_timeout: float = Field(3600.0, gt=0)
+    # 0: the relay runs in the main process. N > 0: N worker processes, each owning a slice
+    # of the port range (limen.media.workers), so media scales with cores.
+    workers: int = Field(0, ge=0, le=256)
 
 
 class Settings(BaseSettings):
@@ -314,6 +317,7 @@ port = 4445
 # RTP/SRTP ports are the global options srtp_port_min / srtp_port_max (limen options set).
 relay = true
 media_timeout = 60
+# workers = 2   # the relay in 2 processes, each owning a slice of the ports (0: in-process)
 """
 
 

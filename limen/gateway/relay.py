@@ -110,10 +110,13 @@ class RelayMedia:
         device: str | None,
         plain: bool = False,
     ) -> bytes:
+        policies = self.policies(device)
+        if plain:
+            target = Side.ICP if from_side is Side.SET else Side.SET
+            if policies[target.value].security is Security.REQUIRE:
+                raise MediaRefused(488, "SRTP required")  # no plain retry under "Require"
         try:
-            return self.engine.offer(
-                call_id, from_side.value, sdp, policy=self.policies(device), plain=plain
-            )
+            return self.engine.offer(call_id, from_side.value, sdp, policy=policies, plain=plain)
         except MediaError as exc:
             raise MediaRefused(exc.status, exc.reason) from None
 
@@ -136,20 +139,35 @@ def create_relay_media(
     directory: Directory,
     device_overrides: DeviceOverrides | None = None,
 ) -> RelayMedia:
-    """The in-process relay. Its port range is the global options' SRTP port range (MBG's
-    admin setting, read at start)."""
+    """The relay: in-process (``media.workers = 0``) or in ``media.workers`` processes
+    (:class:`limen.media.workers.WorkerPoolEngine`). Its port range is the global options'
+    SRTP port range (MBG's admin setting, read at start)."""
     media = settings.media
     options = directory.options
     public = media.public_address or settings.public_ip or addresses.set_host
     lan = media.lan_address or addresses.icp_host
-    engine = MediaRelay(
-        [
-            LegSpec(Side.SET.value, public, media.set_bind or media.bind, latch=True),
-            LegSpec(Side.ICP.value, lan, media.icp_bind or media.bind, latch=False),
-        ],
-        port_min=options.srtp_port_min,
-        port_max=options.srtp_port_max,
-        media_timeout=media.media_timeout,
-        hold_timeout=media.hold_timeout,
-    )
+    legs = [
+        LegSpec(Side.SET.value, public, media.set_bind or media.bind, latch=True),
+        LegSpec(Side.ICP.value, lan, media.icp_bind or media.bind, latch=False),
+    ]
+    engine: MediaEngine
+    if media.workers > 0:
+        from limen.media.workers import WorkerPoolEngine
+
+        engine = WorkerPoolEngine(
+            legs,
+            port_min=options.srtp_port_min,
+            port_max=options.srtp_port_max,
+            workers=media.workers,
+            media_timeout=media.media_timeout,
+            hold_timeout=media.hold_timeout,
+        )
+    else:
+        engine = MediaRelay(
+            legs,
+            port_min=options.srtp_port_min,
+            port_max=options.srtp_port_max,
+            media_timeout=media.media_timeout,
+            hold_timeout=media.hold_timeout,
+        )
     return RelayMedia(engine, lambda: directory.options, device_overrides)

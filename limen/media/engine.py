@@ -6,7 +6,12 @@ name, SDP bytes, plain policy values; results are bytes and JSON-able dicts) so 
 multi-process implementation can forward the same calls to the worker owning the call
 (each worker with its own :meth:`limen.media.ports.PortPool.split` slice), and so that an
 rtpengine-backed engine can map them to ng ``offer``/``answer``/``delete``/``query``.
-Only the in-process engine exists today.
+:class:`limen.media.workers.WorkerPoolEngine` is the multi-process engine (``[media]
+workers``); its control calls are blocking round trips to the owning worker, which is why
+the methods can stay synchronous.
+
+Besides the protocol, both engines offer ``bytes_received()`` (media bytes per leg, for
+the metrics).
 """
 
 from __future__ import annotations
