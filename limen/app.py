@@ -180,6 +180,8 @@ async def start(settings: Settings) -> RunningApp:
     )
     keepalive = Keepalive(ctx, registrar, max_misses=sip.keepalive_misses)
     calls = CallController(ctx, auth=registrar.auth, registrar=registrar)
+    if relay is not None:
+        relay.on_timeout = calls.media_timeout  # no media: BYE both legs
     stack.tu = Gateway(ctx, registrar=registrar, calls=calls, supported=CALL_EXTENSIONS)
     app = RunningApp(
         settings, transport, stack, core, registrar=registrar, keepalive=keepalive, calls=calls

@@ -20,9 +20,10 @@ What is implemented, and where:
 - INVITE (§13): provisional responses relayed (early dialogs, 183 early media, RFC 3262
   reliable provisionals with PRACK relayed when ``prack_support`` is on), 2xx relayed and
   retransmitted to the phone until its ACK (§13.3.1.4, RFC 6026 §8.1: T1 doubling to T2,
-  given up at 64*T1 with a BYE on both legs); the other leg's ACK is built from its dialog
-  (§13.2.2.4) once the caller ACKs (so late offers work) and re-sent for 2xx
-  retransmissions. Timer C (§16.6 item 11) cancels an unanswered INVITE and answers 408.
+  given up at 64*T1 with a BYE on both legs, the other leg's 2xx ACKed first); the other
+  leg's ACK is built from its dialog (§13.2.2.4) once the caller ACKs (so late offers
+  work) and re-sent for 2xx retransmissions. Timer C (§16.6 item 11) cancels an
+  unanswered INVITE and answers 408.
 - CANCEL (§9): answered 200, the caller gets 487, the other leg is cancelled after its
   first provisional; a 2xx crossing the CANCEL is ACKed and BYEd.
 - In-dialog requests (§12.2): BYE (answered at once, relayed), re-INVITE and UPDATE
@@ -40,7 +41,8 @@ Transfer (REFER), the choice made: the REFER is relayed to the other leg and the
 does the transfer. A Refer-To URI gets the other side's host; a ``Replaces`` in it that
 names a dialog of one of *our* legs (attended transfer, RFC 3891) is rewritten to the
 identifiers of the paired leg, so the PBX finds its own dialog. NOTIFYs of the implicit
-subscription travel back in the REFER's dialog like any in-dialog request.
+subscription travel back in the REFER's dialog like any in-dialog request. Referred-By
+toward the PBX names the device by its ICP-side identity (the only one the PBX knows).
 
 Deviations, on purpose: requests on the ICP side always go to the ICP's address and on
 the set side to the phone's observed address (the route sets are still written, so
@@ -61,7 +63,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import quote, unquote
 
 from limen.gateway.context import GatewayContext, Side, icp_destination
-from limen.gateway.media import MediaRefused
+from limen.gateway.media import MediaRefused, PassthroughMedia
 from limen.gateway.options import (
     ACCEPT,
     ACCEPT_ENCODING,
@@ -300,6 +302,7 @@ class Relay:
     offer_in_request: bool = False
     auth_rounds: int = 0
     answered_nonces: set[str] = field(default_factory=set)
+    plain_retry: bool = False  # our SRTP offer was refused; sent again as plain RTP/AVP
     cancel_pending: bool = False
     timer_c: asyncio.TimerHandle | None = None
     retransmit: asyncio.TimerHandle | None = None
@@ -426,6 +429,15 @@ class CallController:
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
+
+    def media_timeout(self, key: str) -> None:
+        """The relay saw no media for the call ``key`` (``RelayMedia.on_timeout``): BYE on
+        both legs, which also deletes the media session."""
+        for leg in list(self._legs.values()):
+            if leg.call.key == key and not leg.call.ended:
+                self._end(leg.call, "media timeout", bye=True)
+                return
+        self.ctx.media.delete(key)  # no call left: only free the relay's ports
 
     @property
     def active_calls(self) -> int:
@@ -728,7 +740,7 @@ class CallController:
             out.append(("Refer-To", self._translate_refer_to(refer_to, target)))
         referred_by = request.referred_by
         if referred_by is not None:
-            out.append(("Referred-By", self._rehost(referred_by, target)))
+            out.append(("Referred-By", self._referred_by(referred_by, target)))
         replaces = request.replaces
         if replaces is not None:
             mapped = translate_replaces(replaces, self._legs_of)
@@ -769,6 +781,23 @@ class CallController:
             return addr
         host, port = self._host_for(target)
         return addr.with_uri(SipUri(host, uri.scheme, uri.user, None, port, uri.params))
+
+    def _referred_by(self, addr: NameAddr, target: Leg) -> NameAddr:
+        """Referred-By (RFC 3892) names the referrer. Toward the PBX the referrer is the
+        device, known there only by its ICP-side identity; toward the phone, the device's
+        own ICP-side identity reads as its set-side one. Other users keep their name."""
+        rehosted = self._rehost(addr, target)
+        uri = rehosted.uri
+        if not isinstance(uri, SipUri):
+            return rehosted
+        device = target.call.device
+        if target.side is Side.ICP:
+            user: str | None = device.icpside_username
+        elif uri.user == device.icpside_username:
+            user = device.setside_username
+        else:
+            return rehosted
+        return rehosted.with_uri(uri._replace(user=user))
 
     def _host_for(self, leg: Leg) -> tuple[str, int | None]:
         if leg.side is Side.ICP:
@@ -828,6 +857,8 @@ class CallController:
             and leg.side is Side.ICP
             and self._answer_challenge(relay, response)
         ):
+            return
+        if status in (488, 606) and not relay.final_sent and self._retry_plain(relay):
             return
         if (
             relay.out.method == "INVITE"
@@ -929,6 +960,46 @@ class CallController:
         relay.auth_rounds += 1
         relay.answered_nonces.add(challenge.nonce)
         relay.call.log.debug("answering the ICP's %d for %s", response.status, out.method)
+        self._send(relay)
+        return True
+
+    def _retry_plain(self, relay: Relay) -> bool:
+        """The target refused our SRTP offer (488/606): offer the same media once more as
+        plain RTP/AVP (issue 5, SRTP "Prefer"; the relay refuses under "Require")."""
+        out = relay.out
+        if (
+            relay.plain_retry
+            or out.method != "INVITE"
+            or not relay.offer_in_request
+            or not is_sdp(out)
+            or b"RTP/SAVP" not in out.body
+            or isinstance(self.ctx.media, PassthroughMedia)
+        ):
+            return False
+        call = relay.call
+        try:
+            body = self.ctx.media.offer(  # type: ignore[call-arg]
+                call.key,
+                relay.source_leg.side,
+                relay.request.body,
+                device=call.device.guid,
+                plain=True,
+            )
+        except MediaRefused:
+            return False
+        leg = relay.target_leg
+        seq = out.cseq.seq + 1
+        if leg.dialog is not None and leg.dialog.local_seq is not None:
+            seq = max(seq, leg.dialog.local_seq + 1)
+            leg.dialog.local_seq = seq
+        retry = out.copy()
+        retry.set("CSeq", f"{seq} INVITE")
+        retry.set("Via", self.ctx.addresses.via(leg.side, leg.transport))
+        retry.body = body
+        retry.set("Content-Length", str(len(body)))
+        relay.out = retry
+        relay.plain_retry = True
+        call.log.info("the %s side refused SRTP: offering plain RTP", leg.side.value)
         self._send(relay)
         return True
 
@@ -1068,11 +1139,22 @@ class CallController:
         stack = self.ctx.stack
         if stack.now() >= relay.retransmit_deadline:
             relay.call.log.info("no ACK for our 2xx: ending the call")
+            self._ack_unanswered(relay)
             self._end(relay.call, "no ACK", bye=True)
             return
         stack.send_stateless(relay.answered, relay.server_txn.destination)
         relay.retransmit_interval = min(2 * relay.retransmit_interval, stack.layer.config.t2)
         relay.retransmit = self._later(relay.retransmit_interval, lambda: self._retransmit(relay))
+
+    def _ack_unanswered(self, relay: Relay) -> None:
+        """The caller never ACKed: the other leg's 2xx still gets its ACK (§13.2.2.4, a
+        UAC ACKs every 2xx) before the BYE; later retransmissions of it are re-ACKed."""
+        leg = relay.target_leg
+        if relay.ack is not None or leg.dialog is None or not leg.dialog.confirmed:
+            return
+        via = self.ctx.addresses.via(leg.side, leg.transport)
+        relay.ack = leg.dialog.create_ack(relay.out.cseq.seq, via=via)
+        self._send_stateless(leg, relay.ack)
 
     def _stop_retransmit(self, relay: Relay) -> None:
         if relay.retransmit is not None:

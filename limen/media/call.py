@@ -53,6 +53,9 @@ class Leg:
     origin: LocalOrigin
     endpoints: list[Endpoint | None] = field(default_factory=list)
     held: bool = False
+    # The peer refused our SRTP offer (the signalling side retried ``plain``): later offers
+    # toward it (hold, resume, re-INVITEs) stay plain RTP/AVP.
+    plain: bool = False
 
     @property
     def name(self) -> str:
@@ -237,7 +240,9 @@ def apply_offer(
         raise
     # Phase 3: apply.
     out = offer.copy()
-    secure_toward_b = not plain and b.policy.security is not Security.OFF
+    if plain:
+        b.plain = True
+    secure_toward_b = not b.plain and b.policy.security is not Security.OFF
     for index, media in enumerate(offer.media):
         target = out.media[index]
         ea, eb = a.endpoint(index), b.endpoint(index)

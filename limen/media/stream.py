@@ -224,7 +224,6 @@ class Endpoint:
             self._drop(classify(data[0]).value if data else PacketKind.DROP.value)
             return
         now = self.time()
-        self.activity.last = now
         rtcp = rtcp_port or 192 <= data[1] <= 223
         # 2. unprotect
         srtp = self.srtp_in
@@ -252,6 +251,9 @@ class Endpoint:
                 return
         elif addr != self.source and not self._accept_source(addr, srtp is not None):
             return
+        # Only packets that passed authentication and the source check keep the call alive
+        # (an injector must not hold a dead call's ports open).
+        self.activity.last = now
         peer = self.peer
         # 4. account, 5. protect + send
         if rtcp:

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import itertools
+import json
 import math
 import os
 import queue
@@ -37,6 +39,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import threading
@@ -74,8 +77,12 @@ REG_USERS = [str(n) for n in range(1000, 1100)]  # scenario 1
 CALL_USERS = [str(n) for n in range(2000, 2030)]  # scenario 2
 TLS_USERS = ["3000", "3001"]  # scenario 3 (baresip)
 RESTART_USERS = [str(n) for n in range(4000, 4010)]  # scenario 4
-DEVICES = REG_USERS + CALL_USERS + TLS_USERS + RESTART_USERS
+MEDIA_USERS = [str(n) for n in range(3100, 3110)]  # issue 5 media scenarios (SRTP "Require")
+FEATURE_USERS = [str(n) for n in range(6000, 6010)]  # scenario 5 (call features)
+DEVICES = REG_USERS + CALL_USERS + TLS_USERS + RESTART_USERS + MEDIA_USERS + FEATURE_USERS
 EXTENSIONS = [f"ext{n}" for n in range(5000, 5010)]
+MEDIA_EXTENSIONS = [f"ext{n}" for n in range(5100, 5105)]  # issue 5 (baresip, SIPp on the LAN)
+FEATURE_EXTENSIONS = [f"ext{n}" for n in range(5200, 5210)]  # scenario 5 (call features)
 
 
 def set_password(user: str) -> str:
@@ -227,7 +234,9 @@ def start_pbx(ns: Namespaces, folder: Path) -> Kamailio:
     (folder / "run").mkdir(exist_ok=True)
     db = folder / "kamailio.sqlite"
     subscribers = {icp_user(u): icp_password(u) for u in DEVICES}
-    subscribers.update({e: ext_password(e) for e in EXTENSIONS})
+    subscribers.update(
+        {e: ext_password(e) for e in EXTENSIONS + MEDIA_EXTENSIONS + FEATURE_EXTENSIONS}
+    )
     schema = "".join(
         Path(f"/usr/share/kamailio/db_sqlite/{name}-create.sql").read_text()
         for name in ("standard", "auth_db")
@@ -300,6 +309,9 @@ enabled = false
 relay = true
 port_min = 30000
 port_max = 39999
+# Short, for the media-timeout scenario (issue 5); every other call of the lab is shorter or
+# carries media.
+media_timeout = 4
 """
 
 
@@ -345,7 +357,7 @@ def provision_limen(folder: Path) -> None:
                 "set_side_rtp_security": "Disable",
             }
         )
-        for user in TLS_USERS:
+        for user in TLS_USERS + MEDIA_USERS:
             store.devices.update(user, DeviceUpdate(set_side_rtp_security="Require"))
     finally:
         store.close()
@@ -562,27 +574,51 @@ class Baresip:
         _stop(self.process)
 
 
-def start_baresip(lab: Lab, role: str, ip: str, user: str, name: str, port: int = 5070) -> Baresip:
+def start_baresip(
+    lab: Lab,
+    role: str,
+    ip: str,
+    user: str,
+    name: str,
+    port: int = 5070,
+    *,
+    account: str | None = None,
+    tone_hz: float = 440.0,
+    tone_seconds: float = 3.0,
+    ctrl_port: int | None = None,
+    record: bool = False,
+) -> Baresip:
+    """``account``: the accounts line (default: ``user`` at Limen over TLS, SRTP mandatory).
+    ``ctrl_port``: load ctrl_tcp on ``ip:ctrl_port``; ``record``: load sndfile, which writes
+    what the phone hears to ``<folder>/rec/dump-*-dec.wav``."""
     binary = require_tool("baresip")
     folder = lab.folder / name
     folder.mkdir(parents=True, exist_ok=True)
     cafile = lab.limen.folder / "data" / "tls" / "sip.pem"
     tone = folder / "tone.wav"
-    write_tone(tone)
-    (folder / "config").write_text(
-        BARESIP_CONFIG.format(
-            ip=ip,
-            port=port,
-            cafile=cafile,
-            tone=tone,
-            rtp_min=20000,
-            rtp_max=20099,
-        )
+    write_tone(tone, tone_seconds, tone_hz)
+    config = BARESIP_CONFIG.format(
+        ip=ip,
+        port=port,
+        cafile=cafile,
+        tone=tone,
+        rtp_min=20000,
+        rtp_max=20099,
     )
+    if record:
+        (folder / "rec").mkdir(exist_ok=True)
+        config += f"module\t\t\tsndfile.so\nsnd_path\t\t{folder / 'rec'}\n"
+    if ctrl_port is not None:
+        config += f"module_app\t\tctrl_tcp.so\nctrl_tcp_listen\t\t{ip}:{ctrl_port}\n"
+    (folder / "config").write_text(config)
     (folder / "accounts").write_text(
-        f"<sip:{user}@{PUBLIC_IP};transport=tls>;auth_pass={set_password(user)};"
-        f'outbound="sip:{PUBLIC_IP}:5061;transport=tls";regint=600;answermode=auto;'
-        "mediaenc=srtp-mand;audio_codecs=pcmu\n"
+        (
+            account
+            or f"<sip:{user}@{PUBLIC_IP};transport=tls>;auth_pass={set_password(user)};"
+            f'outbound="sip:{PUBLIC_IP}:5061;transport=tls";regint=600;answermode=auto;'
+            "mediaenc=srtp-mand;audio_codecs=pcmu"
+        )
+        + "\n"
     )
     with (folder / "baresip.log").open("wb") as log:
         process = subprocess.Popen(
@@ -592,3 +628,81 @@ def start_baresip(lab: Lab, role: str, ip: str, user: str, name: str, port: int 
             stderr=subprocess.STDOUT,
         )
     return Baresip(folder, process)
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def ns_socket(
+    lab: Lab, role: str, kind: int = socket.SOCK_DGRAM, bind: tuple[str, int] | None = None
+) -> socket.socket:
+    """A socket that lives in namespace ``role`` (created by a short-lived thread that
+    joined the namespace; a socket keeps its namespace for life), usable from the test's
+    own thread and event loop. Non-blocking for datagram sockets."""
+    out: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/var/run/netns/{lab.ns[role]}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns failed")
+            finally:
+                os.close(fd)
+            sock = socket.socket(socket.AF_INET, kind)
+            if bind is not None:
+                sock.bind(bind)
+            if kind == socket.SOCK_DGRAM:
+                sock.setblocking(False)
+            out["sock"] = sock
+        except BaseException as exc:  # reported in the caller's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]  # type: ignore[misc]
+    return out["sock"]  # type: ignore[return-value]
+
+
+@dataclass
+class BaresipCtrl:
+    """baresip's ctrl_tcp (netstring-framed JSON commands), reached inside ``role``."""
+
+    lab: Lab
+    role: str
+    address: tuple[str, int]
+
+    def command(self, command: str, params: str = "", timeout: float = 5.0) -> dict[str, object]:
+        token = secrets.token_hex(4)
+        body = json.dumps({"command": command, "params": params, "token": token}).encode()
+        deadline = time.monotonic() + timeout
+        while True:
+            sock = ns_socket(self.lab, self.role, socket.SOCK_STREAM)
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                sock.connect(self.address)
+                break
+            except OSError:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        with sock:
+            sock.sendall(f"{len(body)}:".encode() + body + b",")
+            buffer = b""
+            while True:
+                while (m := re.match(rb"(\d+):", buffer)) and len(buffer) > m.end() + int(
+                    m.group(1)
+                ):
+                    size = int(m.group(1))
+                    message = json.loads(buffer[m.end() : m.end() + size])
+                    buffer = buffer[m.end() + size + 1 :]
+                    if message.get("response") and message.get("token") == token:
+                        return message  # type: ignore[no-any-return]
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError(f"ctrl_tcp closed before answering {command}")
+                buffer += chunk

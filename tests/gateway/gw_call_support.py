@@ -180,7 +180,8 @@ class Kamailio:
                 self.process.wait(5)
 
 
-def start_kamailio(folder: Path, subscribers: dict[str, str]) -> Kamailio:
+def start_kamailio(folder: Path, subscribers: dict[str, str], *, tcp: bool = False) -> Kamailio:
+    """Kamailio on PBX_HOST (UDP; with ``tcp`` also a TCP listener on the same port)."""
     kamailio = require_tool("kamailio")
     require_tool("kamcmd")
     sqlite3 = require_tool("sqlite3")
@@ -199,7 +200,13 @@ def start_kamailio(folder: Path, subscribers: dict[str, str]) -> Kamailio:
     subprocess.run([sqlite3, str(db)], input=schema + rows, text=True, check=True)
     port = free_udp_port(PBX_HOST)
     cfg = folder / "kamailio.cfg"
-    cfg.write_text(KAMAILIO_CFG.format(host=PBX_HOST, port=port, run=folder / "run", db=db))
+    text = KAMAILIO_CFG.format(host=PBX_HOST, port=port, run=folder / "run", db=db)
+    if tcp:
+        text = text.replace(
+            f"listen=udp:{PBX_HOST}:{port}\n",
+            f"listen=udp:{PBX_HOST}:{port}\nlisten=tcp:{PBX_HOST}:{port}\n",
+        )
+    cfg.write_text(text)
     log_path = folder / "kamailio.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -450,7 +450,8 @@ async def test_blind_transfer_refer_notify_bye(
     assert_hidden(phone_side, pbx_side, kamailio)
     # The REFER reached the PBX with Refer-To / Referred-By on the PBX's side.
     assert f"Refer-To: <sip:ext3106@{PBX_HOST}>" in pbx_side
-    assert f"Referred-By: <sip:2101@{PBX_HOST}>" in pbx_side
+    # Referred-By names the device as the PBX knows it: its ICP-side identity.
+    assert f"Referred-By: <sip:{icp_user('2101')}@{PBX_HOST}>" in pbx_side
     # Both sipfrag NOTIFYs came back into the phone's dialog, then the far end's BYE.
     assert phone_side.count("NOTIFY sip:") == 2 and "message/sipfrag" in phone_side
     assert "SIP/2.0 202" in phone_side and "BYE sip:" in phone_side
