@@ -258,7 +258,7 @@ def _gateway_metrics(
             },
         )
 
-    return GatewayMetrics(read)
+    return GatewayMetrics(read, calls=calls.snapshot)
 
 
 def _media_relay(

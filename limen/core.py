@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from limen.config import Settings
 from limen.store import Change, Store, open_store
@@ -87,6 +87,10 @@ class MetricsProvider(Protocol):
         """Monotonic counters by name, each split by a label value (e.g. errors by kind)."""
         ...
 
+    def calls(self) -> list[dict[str, Any]]:
+        """Calls in progress with their media statistics (``/mslrest/limen/v1/calls/``)."""
+        ...
+
 
 class NullMetrics:
     """Until the SIP gateway plugs its own provider in: every gauge is zero, no history."""
@@ -101,6 +105,9 @@ class NullMetrics:
 
     def counters(self) -> dict[str, dict[str, int]]:
         return {"sip_transactions_total": {}, "sip_errors_total": {}}
+
+    def calls(self) -> list[dict[str, Any]]:
+        return []
 
 
 @dataclass

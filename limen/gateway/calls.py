@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -324,6 +325,7 @@ class Call:
     relays: list[Relay] = field(default_factory=list)
     # RFC 3264 offer/answer: the side whose offer awaits an answer (None: no offer out).
     offer_from: Side | None = None
+    started: float = field(default_factory=time.time)  # epoch seconds, for the API
     log: CallLog = field(init=False)
 
     def __post_init__(self) -> None:
@@ -442,6 +444,39 @@ class CallController:
     @property
     def active_calls(self) -> int:
         return len({leg.call for leg in self._legs.values() if not leg.call.ended})
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The calls and dialogs in progress, with their media statistics (the relay's
+        ``query``), for the admin API: one entry per call, oldest first."""
+        calls = {leg.call for leg in self._legs.values() if not leg.call.ended}
+        out: list[dict[str, Any]] = []
+        for call in sorted(calls, key=lambda c: c.started):
+            legs = {
+                leg.side.value: {"call_id": leg.call_id, "transport": leg.transport.value}
+                for leg in (call.a, call.b)
+                if leg is not None
+            }
+            media: dict[str, Any] = {}
+            if call.kind == "INVITE":
+                try:
+                    media = self.ctx.media.query(call.key)
+                except Exception:  # a relay that lost the call: report no stats
+                    call.log.debug("media query failed", exc_info=True)
+            out.append(
+                {
+                    "key": call.key,
+                    "kind": call.kind,
+                    "device": call.device.setside_username,
+                    "direction": "from-phone"
+                    if call.a is not None and call.a.side is Side.SET
+                    else "to-phone",
+                    "state": call.state.value,
+                    "started": call.started,
+                    "legs": legs,
+                    "media": media,
+                }
+            )
+        return out
 
     # -- incoming requests ---------------------------------------------------------------------
     def _handle(self, txn: ServerTransaction, request: Request, source: Source, side: Side) -> None:

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from limen.core import MetricsSample
 
@@ -38,8 +39,16 @@ Reader = Callable[[], Readings]
 class GatewayMetrics:
     """Samples ``read()`` every ``interval`` seconds; keeps ``keep`` samples (24 h at 10 s)."""
 
-    def __init__(self, read: Reader, *, interval: float = 10.0, keep: int = 8640) -> None:
+    def __init__(
+        self,
+        read: Reader,
+        *,
+        calls: Callable[[], list[dict[str, Any]]] | None = None,
+        interval: float = 10.0,
+        keep: int = 8640,
+    ) -> None:
         self.read = read
+        self._calls = calls
         self.interval = interval
         self._history: deque[MetricsSample] = deque(maxlen=keep)
         # (time, calls_started) points of the last hour, for calls_per_hour.
@@ -57,6 +66,9 @@ class GatewayMetrics:
 
     def counters(self) -> dict[str, dict[str, int]]:
         return self.read().counters
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self._calls() if self._calls is not None else []
 
     # -- sampling ---------------------------------------------------------------------------------
     def sample(self, now: float) -> MetricsSample:

@@ -113,6 +113,14 @@ async def test_srtp_phone_to_plain_pbx_through_the_relay(
             data = await asyncio.wait_for(loop.sock_recv(media, 4096), 2.0)
             echoed.append(inbound.unprotect(data))
         assert all(len(p) == 12 + 160 for p in echoed)
+        # The admin API's view of the call (GET /mslrest/limen/v1/calls/): both legs and
+        # the relay's per-stream statistics of this very call.
+        [listed] = app.core.metrics.calls()
+        assert listed["kind"] == "INVITE" and listed["state"] == "confirmed"
+        assert listed["direction"] == "from-phone" and listed["legs"]["set"]["call_id"]
+        assert listed["legs"]["set"]["call_id"] != listed["legs"]["icp"]["call_id"]
+        streams = [st for leg in listed["media"]["legs"].values() for st in leg["streams"]]
+        assert sum(st["packets"] for st in streams) >= 2 * len(echoed)
         bye = ua.request(
             "BYE",
             contact.strip("<>").split(">")[0],

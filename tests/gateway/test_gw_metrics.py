@@ -62,8 +62,16 @@ async def test_api_serves_the_gateway_metrics(tmp_path: Path) -> None:
         assert app.api is not None and app.metrics is not None
         token, _record = app.core.store.admins.issue_token("admin", name="metrics test")
         url = f"https://127.0.0.1:{app.api.port}/mslrest/mbg/v1/metrics/"
+        base = f"https://127.0.0.1:{app.api.port}/mslrest/limen/v1/calls/"
+        admin = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(verify=False) as client:
-            response = await client.get(url, headers={"Authorization": f"Bearer {token}"})
+            response = await client.get(url, headers=admin)
+            calls = await client.get(base, headers=admin)
+            count = await client.get(base + "count/", headers=admin)
+            anonymous = await client.get(base)
+        assert (calls.status_code, calls.json()) == (200, {"response": []})
+        assert count.json() == {"count": 0}
+        assert anonymous.status_code == 401
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["active_calls"] == 0 and body["registrations"] == 0

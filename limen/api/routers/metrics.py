@@ -40,6 +40,18 @@ async def metrics_history(
     return {"response": [dataclasses.asdict(s) for s in samples]}
 
 
+@router.get("/mslrest/limen/v1/calls/", summary="Calls in progress with media statistics")
+async def calls_in_progress(core: CoreDep, admin: Admin) -> dict[str, Any]:
+    """Each call's legs (Call-IDs per side), state, device and the relay's per-stream
+    statistics: packets, bytes, lost, jitter, RTT, MOS, drops by reason."""
+    return {"response": core.metrics.calls()}
+
+
+@router.get("/mslrest/limen/v1/calls/count/", summary="Number of calls in progress")
+async def calls_count(core: CoreDep, admin: Admin) -> dict[str, int]:
+    return {"count": len(core.metrics.calls())}
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
