@@ -114,21 +114,37 @@ SINGLE_HEADERS: frozenset[str] = frozenset(
 )
 
 
+# Names seen before → key / spelling. Bounded: a peer inventing names cannot grow them.
+_KEYS: dict[str, str] = {}
+_SPELLINGS: dict[str, str] = {}
+_CACHE_MAX = 2048
+
+
 def header_key(name: str) -> str:
     """Canonical lookup key of a header name: lower-case long form."""
+    key = _KEYS.get(name)
+    if key is not None:
+        return key
     key = name.lower()
     if len(key) == 1:
-        return COMPACT_FORMS.get(key, key)
+        key = COMPACT_FORMS.get(key, key)
+    if len(_KEYS) < _CACHE_MAX:
+        _KEYS[name] = key
     return key
 
 
 def canonical_name(name: str) -> str:
     """The spelling we write for a header: ``call-id`` → ``Call-ID``, ``v`` → ``Via``."""
+    cached = _SPELLINGS.get(name)
+    if cached is not None:
+        return cached
     key = header_key(name)
     spelled = _CANONICAL_SPELLING.get(key)
-    if spelled is not None:
-        return spelled
-    return "-".join(part[:1].upper() + part[1:] for part in key.split("-"))
+    if spelled is None:
+        spelled = "-".join(part[:1].upper() + part[1:] for part in key.split("-"))
+    if len(_SPELLINGS) < _CACHE_MAX:
+        _SPELLINGS[name] = spelled
+    return spelled
 
 
 # --- name-addr / addr-spec (From, To, Contact, Route, Record-Route, Refer-To ...) --------

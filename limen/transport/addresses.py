@@ -6,6 +6,7 @@ No sockets here: everything is testable with plain values.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from typing import Any
@@ -15,6 +16,7 @@ from limen.sip.addressing import Address, Transport
 DEFAULT_PORTS = {Transport.UDP: 5060, Transport.TCP: 5060, Transport.TLS: 5061}
 
 
+@functools.lru_cache(maxsize=4096)
 def is_ipv6(host: str) -> bool:
     """True for an IPv6 literal, bracketed or not (a scope id like ``fe80::1%eth0`` too)."""
     text = unbracket(host).split("%", 1)[0]
@@ -24,6 +26,7 @@ def is_ipv6(host: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=4096)
 def is_ip_literal(host: str) -> bool:
     text = unbracket(host).split("%", 1)[0]
     try:
