@@ -14,6 +14,7 @@ import csv
 import hashlib
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -383,9 +384,11 @@ class Kamailio:
             capture_output=True,
             text=True,
             timeout=60,
-            check=True,
-        ).stdout
-        return int(out.rsplit("=", 1)[1].strip())
+            check=False,
+        )
+        # "usrloc:location_contacts = 10000" (the exact spacing varies between versions).
+        found = re.search(r"location_contacts\D*(\d+)", out.stdout + out.stderr)
+        return int(found.group(1)) if found else -1
 
 
 def start_kamailio(

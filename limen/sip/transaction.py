@@ -42,7 +42,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import Final
+from typing import ClassVar, Final
 
 from limen.sip.addressing import Destination, Source, Transport
 from limen.sip.errors import SipParseError, SipUsageError
@@ -500,8 +500,12 @@ class Transaction:
     destination: Destination
     config: TimerConfig
     reliable: bool
-    # Each machine narrows this to its own enum.
+    # Each machine narrows this to its own enum (one per machine, as in the RFC figures)
+    # and names that enum's Terminated state.
     state: ClientInviteState | ClientNonInviteState | ServerInviteState | ServerNonInviteState
+    _TERMINATED: ClassVar[
+        ClientInviteState | ClientNonInviteState | ServerInviteState | ServerNonInviteState
+    ]
 
     def __init__(self, request: Request, destination: Destination, config: TimerConfig) -> None:
         self.request = request
@@ -521,11 +525,11 @@ class Transaction:
 
     @property
     def terminated(self) -> bool:
-        raise NotImplementedError
+        return self.state is self._TERMINATED
 
     @property
     def state_name(self) -> str:
-        raise NotImplementedError
+        return str(self.state.value)
 
     # -- timers ------------------------------------------------------------------------
     def timer_deadline(self, timer: Timer) -> float | None:
@@ -575,7 +579,7 @@ class Transaction:
         return events
 
     def _set_terminated(self) -> None:
-        raise NotImplementedError
+        self.state = self._TERMINATED
 
     def transport_error(self, now: float) -> Events:
         """The transport failed to send one of this transaction's messages."""
@@ -615,6 +619,7 @@ class ClientInviteTransaction(ClientTransaction):
     """§17.1.1 (figure 5) as corrected by RFC 6026 §8.4 (figure 3)."""
 
     state: ClientInviteState
+    _TERMINATED = ClientInviteState.TERMINATED
 
     def __init__(self, request: Request, destination: Destination, config: TimerConfig) -> None:
         if request.method != "INVITE":
@@ -622,17 +627,6 @@ class ClientInviteTransaction(ClientTransaction):
         super().__init__(request, destination, config)
         self.state = ClientInviteState.CALLING
         self.ack: Request | None = None
-
-    @property
-    def terminated(self) -> bool:
-        return self.state is ClientInviteState.TERMINATED
-
-    @property
-    def state_name(self) -> str:
-        return self.state.value
-
-    def _set_terminated(self) -> None:
-        self.state = ClientInviteState.TERMINATED
 
     def start(self, now: float) -> Events:
         if self.state is not ClientInviteState.CALLING or self._timers:
@@ -706,23 +700,13 @@ class ClientNonInviteTransaction(ClientTransaction):
     """§17.1.2 (figure 6)."""
 
     state: ClientNonInviteState
+    _TERMINATED = ClientNonInviteState.TERMINATED
 
     def __init__(self, request: Request, destination: Destination, config: TimerConfig) -> None:
         if request.method in ("INVITE", "ACK"):
             raise SipUsageError(f"non-INVITE client transaction for {request.method}")
         super().__init__(request, destination, config)
         self.state = ClientNonInviteState.TRYING
-
-    @property
-    def terminated(self) -> bool:
-        return self.state is ClientNonInviteState.TERMINATED
-
-    @property
-    def state_name(self) -> str:
-        return self.state.value
-
-    def _set_terminated(self) -> None:
-        self.state = ClientNonInviteState.TERMINATED
 
     def start(self, now: float) -> Events:
         if self.state is not ClientNonInviteState.TRYING or self._timers:
@@ -837,6 +821,7 @@ class ServerInviteTransaction(ServerTransaction):
     """§17.2.1 (figure 7) as corrected by RFC 6026 §7.1 (figure 5)."""
 
     state: ServerInviteState
+    _TERMINATED = ServerInviteState.TERMINATED
 
     def __init__(
         self,
@@ -850,17 +835,6 @@ class ServerInviteTransaction(ServerTransaction):
             raise SipUsageError(f"INVITE server transaction for {request.method}")
         super().__init__(request, source, destination, config, match_key)
         self.state = ServerInviteState.PROCEEDING
-
-    @property
-    def terminated(self) -> bool:
-        return self.state is ServerInviteState.TERMINATED
-
-    @property
-    def state_name(self) -> str:
-        return self.state.value
-
-    def _set_terminated(self) -> None:
-        self.state = ServerInviteState.TERMINATED
 
     def receive_request(self, request: Request, now: float) -> Events:
         # Proceeding: re-send the last provisional; Completed: the final response.
@@ -938,6 +912,7 @@ class ServerNonInviteTransaction(ServerTransaction):
     """§17.2.2 (figure 8)."""
 
     state: ServerNonInviteState
+    _TERMINATED = ServerNonInviteState.TERMINATED
 
     def __init__(
         self,
@@ -951,17 +926,6 @@ class ServerNonInviteTransaction(ServerTransaction):
             raise SipUsageError(f"non-INVITE server transaction for {request.method}")
         super().__init__(request, source, destination, config, match_key)
         self.state = ServerNonInviteState.TRYING
-
-    @property
-    def terminated(self) -> bool:
-        return self.state is ServerNonInviteState.TERMINATED
-
-    @property
-    def state_name(self) -> str:
-        return self.state.value
-
-    def _set_terminated(self) -> None:
-        self.state = ServerNonInviteState.TERMINATED
 
     def receive_request(self, request: Request, now: float) -> Events:
         # Trying: absorbed (nothing sent yet); Proceeding / Completed: re-send.
