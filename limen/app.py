@@ -89,6 +89,7 @@ class RunningApp:
     api: ApiServer | None = None
     provisioning: ProvisioningServer | None = None
     metrics: GatewayMetrics | None = None
+    config_watch: asyncio.Task[None] | None = None
     cert_watch: asyncio.Task[None] | None = None
     media: RelayMedia | None = None
     registrar: Registrar | None = None
@@ -122,6 +123,11 @@ class RunningApp:
                 await self.keepalive.close()
             if self.registrar is not None:
                 await self.registrar.close()
+            for task in (self.config_watch,):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if self.metrics is not None:
                 await self.metrics.close()
             if self.cert_watch is not None:
@@ -189,8 +195,11 @@ async def start(settings: Settings) -> RunningApp:
     )
     app.metrics = _gateway_metrics(transport, stack, registrar, calls, relay)
     core.metrics = app.metrics
-    app.unsubscribe = core.bus.subscribe(
-        _directory_reloader(ctx, registrar), asyncio.get_running_loop()
+    reload_directory = _directory_reloader(ctx, registrar)
+    app.unsubscribe = core.bus.subscribe(reload_directory, asyncio.get_running_loop())
+    app.config_watch = asyncio.create_task(
+        _watch_config_version(core, reload_directory, settings.config_poll),
+        name="limen-config-watch",
     )
     try:
         if relay is not None:
@@ -276,6 +285,26 @@ def _media_relay(
 
 
 _CONFIG_RESOURCES = frozenset({"icp", "device", "options"})
+
+
+async def _watch_config_version(
+    core: Core, notify: Callable[[Change], None], interval: float
+) -> None:
+    """Reload when another process (the CLI, another node) changed the configuration:
+    the change bus only reaches this process's own API changes; the store counts every
+    committed change (``Store.config_version``)."""
+    loop = asyncio.get_running_loop()
+    seen = await loop.run_in_executor(None, core.store.config_version)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            version = await loop.run_in_executor(None, core.store.config_version)
+        except Exception:
+            log.warning("cannot read the configuration version", exc_info=True)
+            continue
+        if version != seen:
+            seen = version
+            notify(Change("device", "updated", "*"))
 
 
 def _directory_reloader(ctx: GatewayContext, registrar: Registrar) -> Callable[[Change], None]:

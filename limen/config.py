@@ -189,6 +189,9 @@ class Settings(BaseSettings):
     public_fqdn: str = ""
     public_ip: str = ""
     log_level: str = "INFO"
+    # How often `limen serve` looks for configuration changes made by other processes
+    # (the CLI, another node), seconds. Changes made through its own API apply at once.
+    config_poll: float = Field(2.0, gt=0)
 
     sip: SipSettings = SipSettings()
     api: ApiSettings = ApiSettings()

@@ -97,6 +97,8 @@ class _Repo:
             try:
                 with session.begin():
                     yield session, changes
+                    if changes:
+                        _bump_config_version(session)
             except IntegrityError as exc:
                 raise Conflict(_integrity_reason(exc)) from exc
         for change in changes:
@@ -115,6 +117,20 @@ class _Repo:
                 cleared=True,
             )
         )
+
+
+CONFIG_VERSION_KEY = "config_version"
+
+
+def _bump_config_version(session: Session) -> None:
+    """Count committed configuration changes in the store itself, so another process (a
+    running ``limen serve`` while an operator uses the CLI) sees that something changed:
+    the change bus only reaches subscribers in the process that made the change."""
+    row = session.get(m.Meta, CONFIG_VERSION_KEY)
+    if row is None:
+        session.add(m.Meta(key=CONFIG_VERSION_KEY, value="1"))
+    else:
+        row.value = str(int(row.value) + 1)
 
 
 def _integrity_reason(exc: IntegrityError) -> str:
@@ -1250,6 +1266,12 @@ class Store:
         self.nonces = NonceRepository(self)
         self.events = EventRepository(self)
         self.admins = AdminRepository(self)
+
+    def config_version(self) -> int:
+        """How many configuration changes were committed, by any process (0 if none)."""
+        with self.sessions() as session:
+            row = session.get(m.Meta, CONFIG_VERSION_KEY)
+            return int(row.value) if row is not None else 0
 
     def announce(self, change: Change) -> None:
         if self.on_change is not None:
