@@ -45,6 +45,13 @@ def add(
     domain: Annotated[str | None, typer.Option()] = None,
     description: Annotated[str | None, typer.Option()] = None,
     tls: Annotated[bool | None, typer.Option("--tls/--no-tls", help="HTTPS XML link.")] = None,
+    serves_configs: Annotated[
+        bool | None,
+        typer.Option(
+            "--serves-configs/--proxies-configs",
+            help="Limen renders this ICP's phone files itself instead of proxying its server.",
+        ),
+    ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -61,6 +68,7 @@ def add(
             domain=domain,
             description=description,
             tls=tls,
+            serves_configs=serves_configs,
         )
     )
     with store_from(config) as store:
@@ -113,6 +121,13 @@ def edit(
     domain: Annotated[str | None, typer.Option()] = None,
     description: Annotated[str | None, typer.Option()] = None,
     tls: Annotated[bool | None, typer.Option("--tls/--no-tls")] = None,
+    serves_configs: Annotated[
+        bool | None,
+        typer.Option(
+            "--serves-configs/--proxies-configs",
+            help="Limen renders this ICP's phone files itself instead of proxying its server.",
+        ),
+    ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -129,6 +144,7 @@ def edit(
             domain=domain,
             description=description,
             tls=tls,
+            serves_configs=serves_configs,
         )
     )
     with store_from(config) as store:

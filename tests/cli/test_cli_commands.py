@@ -50,6 +50,11 @@ def test_icp_round_trip_with_json(limen: Limen) -> None:
         ).stdout
     )
     assert (added["name"], added["port"], added["transport"]) == ("mv5000", 5061, "tls")
+    assert added["serves_configs"] is False
+    serving = json.loads(limen("icp", "edit", "mv5000", "--serves-configs", "--json").stdout)
+    assert serving["serves_configs"] is True
+    back = json.loads(limen("icp", "edit", "mv5000", "--proxies-configs", "--json").stdout)
+    assert back["serves_configs"] is False
     listed = json.loads(limen("icp", "list", "--json").stdout)
     assert [i["guid"] for i in listed] == [added["guid"]]
     edited = json.loads(limen("icp", "edit", "mv5000", "--description", "lab PBX", "--json").stdout)
