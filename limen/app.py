@@ -247,10 +247,14 @@ def _gateway_metrics(
     def read() -> Readings:
         c = transport.counters
         media_bytes: dict[str, int] = {}
+        drops: dict[str, int] = {}
         if relay is not None:
             counted = getattr(relay.engine, "bytes_received", None)
             if counted is not None:
                 media_bytes = counted()
+            dropped = getattr(relay.engine, "drops", None)  # in-process relay only, so far
+            if dropped is not None:
+                drops = dropped()
         return Readings(
             active_calls=calls.active_calls,
             active_connections=transport.connection_count,
@@ -265,6 +269,7 @@ def _gateway_metrics(
                     "send": c.send_errors,
                 },
                 "calls_total": {"started": calls.calls_started},
+                "media_packets_dropped_total": drops,
             },
         )
 

@@ -121,6 +121,9 @@ class MediaRelay:
         self.timeouts = 0
         # Bytes received per leg by calls that have ended (live calls are summed on demand).
         self._ended_bytes: dict[str, int] = dict.fromkeys(self.legs, 0)
+        # Packets dropped by reason (srtp-auth, srtp-replay, source, stun, dtls ...) by
+        # calls that have ended.
+        self._ended_drops: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -206,6 +209,9 @@ class MediaRelay:
         stats = stream_stats(call)
         for name, leg in call.legs.items():
             self._ended_bytes[name] += sum(ep.bytes_in for ep in leg.endpoints if ep is not None)
+        for endpoint in call.endpoints():
+            for reason, count in endpoint.dropped.items():
+                self._ended_drops[reason] = self._ended_drops.get(reason, 0) + count
         release_all(call, self._release)
         for name, leg in stats["legs"].items():  # type: ignore[attr-defined]
             for s in leg["streams"]:
@@ -233,6 +239,16 @@ class MediaRelay:
         for call in self.calls.values():
             for name, leg in call.legs.items():
                 totals[name] += sum(ep.bytes_in for ep in leg.endpoints if ep is not None)
+        return totals
+
+    def drops(self) -> dict[str, int]:
+        """Packets dropped so far by reason, ended calls included (monotonic): never
+        forwarded (RTP bleed, forged or replayed SRTP, STUN/DTLS we do not speak)."""
+        totals = dict(self._ended_drops)
+        for call in self.calls.values():
+            for endpoint in call.endpoints():
+                for reason, count in endpoint.dropped.items():
+                    totals[reason] = totals.get(reason, 0) + count
         return totals
 
     def query(self, call_id: str) -> dict[str, Any]:

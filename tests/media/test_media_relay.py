@@ -136,6 +136,11 @@ async def test_tampered_srtp_is_dropped_and_counted(bridge: Bridge) -> None:
     assert got == [g711(seq, 0xAAAA) for seq in range(0, 10, 2)]
     s = stream(bridge.relay, "call-1", "set")
     assert s["dropped"] == {"srtp-auth": 5} and s["packets"] == 5
+    # The relay-wide counters (Prometheus limen_media_packets_dropped_total) keep them
+    # after the call ends.
+    assert bridge.relay.drops() == {"srtp-auth": 5}
+    bridge.relay.delete("call-1")
+    assert bridge.relay.drops() == {"srtp-auth": 5}
 
 
 async def test_stun_and_dtls_dropped_and_counted(bridge: Bridge) -> None:

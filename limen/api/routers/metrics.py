@@ -52,6 +52,16 @@ async def calls_count(core: CoreDep, admin: Admin) -> dict[str, int]:
     return {"count": len(core.metrics.calls())}
 
 
+# The label each counter is split by (Prometheus exposition).
+_LABELS = {
+    "sip_messages_total": "direction",
+    "sip_errors_total": "kind",
+    "calls_total": "event",
+    "media_packets_dropped_total": "reason",
+    "sip_transactions_total": "method",
+}
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -71,7 +81,7 @@ async def prometheus(core: CoreDep, admin: Admin) -> PlainTextResponse:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
     for counter, by_label in core.metrics.counters().items():
         name = f"limen_{counter}"
-        label = "kind" if "error" in counter else "method"
+        label = _LABELS.get(counter, "kind")
         lines += [f"# HELP {name} {counter.replace('_', ' ')}", f"# TYPE {name} counter"]
         for label_value, value in sorted(by_label.items()):
             lines.append(f'{name}{{{label}="{_escape(label_value)}"}} {value}')
