@@ -51,7 +51,7 @@ from pathlib import Path
 
 import pytest
 from gw_call_support import KAMAILIO_CFG, Sipp
-from gw_reg_support import Kamailio
+from kamailio_lab import Kamailio
 from peer_support import LIMEN, require_tool
 
 HERE = Path(__file__).resolve().parent

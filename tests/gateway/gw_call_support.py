@@ -9,18 +9,13 @@ in-process on 127.0.0.1; SIPp plays phones and PBX extensions (scenarios in
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
-import shutil
-import signal
 import socket
-import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
+from kamailio_lab import Kamailio, free_udp_port, launch_kamailio, require_tool
 
 from limen.config import ApiSettings, MediaSettings, ProvisioningSettings, Settings, SipSettings
 from limen.sip import Request, Response, parse_message
@@ -118,116 +113,11 @@ route[RELAY] {{
 """
 
 
-def require_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("LIMEN_TEST_NO_PEERS") == "1":
-            pytest.skip(f"{name} not installed (LIMEN_TEST_NO_PEERS=1)")
-        pytest.fail(f"{name} not installed: apt-get install it, or set LIMEN_TEST_NO_PEERS=1")
-    return path
-
-
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Kamailio:
-    folder: Path
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def ctl(self) -> str:
-        return f"unix:{self.folder / 'run' / 'kamailio_ctl'}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def contacts(self, user: str) -> list[str]:
-        out = subprocess.run(
-            ["kamcmd", "-s", self.ctl, "ul.dump"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-        found: list[str] = []
-        current = None
-        for line in out.splitlines():
-            stripped = line.strip()
-            if stripped.lower().startswith("aor:"):
-                current = stripped.split(":", 1)[1].strip()
-            elif (
-                stripped.startswith("Address:")
-                and current is not None
-                and (current == user or current.startswith(user + "@"))
-            ):
-                found.append(stripped.split(":", 1)[1].strip())
-        return found
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-
-
 def start_kamailio(folder: Path, subscribers: dict[str, str], *, tcp: bool = False) -> Kamailio:
     """Kamailio on PBX_HOST (UDP; with ``tcp`` also a TCP listener on the same port)."""
-    kamailio = require_tool("kamailio")
-    require_tool("kamcmd")
-    sqlite3 = require_tool("sqlite3")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "run").mkdir(exist_ok=True)
-    db = folder / "kamailio.sqlite"
-    schema = "".join(
-        Path(f"/usr/share/kamailio/db_sqlite/{name}-create.sql").read_text()
-        for name in ("standard", "auth_db")
+    return launch_kamailio(
+        folder, KAMAILIO_CFG, subscribers, host=PBX_HOST, domain=PBX_HOST, tcp=tcp
     )
-    rows = "".join(
-        f"INSERT INTO subscriber(username,domain,password,ha1) VALUES('{user}','{PBX_HOST}',"
-        f"'{pw}','{hashlib.md5(f'{user}:{PBX_HOST}:{pw}'.encode()).hexdigest()}');\n"
-        for user, pw in subscribers.items()
-    )
-    subprocess.run([sqlite3, str(db)], input=schema + rows, text=True, check=True)
-    port = free_udp_port(PBX_HOST)
-    cfg = folder / "kamailio.cfg"
-    text = KAMAILIO_CFG.format(host=PBX_HOST, port=port, run=folder / "run", db=db)
-    if tcp:
-        text = text.replace(
-            f"listen=udp:{PBX_HOST}:{port}\n",
-            f"listen=udp:{PBX_HOST}:{port}\nlisten=tcp:{PBX_HOST}:{port}\n",
-        )
-    cfg.write_text(text)
-    log_path = folder / "kamailio.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [kamailio, "-f", str(cfg), "-DD", "-E", "-Y", str(folder / "run")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    kam = Kamailio(folder, port, process, log_path)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"kamailio exited: {kam.log()}")
-        if (folder / "run" / "kamailio_ctl").exists():
-            try:
-                kam.contacts("nobody")
-                return kam
-            except subprocess.CalledProcessError:
-                pass
-        time.sleep(0.1)
-    kam.stop()
-    raise RuntimeError(f"kamailio did not start: {kam.log()}")
 
 
 def make_settings(tmp_path: Path, **sip: Any) -> Settings:

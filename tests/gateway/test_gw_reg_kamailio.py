@@ -14,16 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from gw_reg_support import (
-    KAMAILIO_HOST,
-    Kamailio,
-    Phone,
-    free_udp_port,
-    make_settings,
-    require_tool,
-    start_kamailio,
-    wait_for,
-)
+from gw_reg_support import KAMAILIO_HOST, Phone, make_settings, start_kamailio, wait_for
+from kamailio_lab import Kamailio, free_udp_port, require_tool
 
 from limen.app import RunningApp, prepare, start
 from limen.config import Settings
