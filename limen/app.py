@@ -162,6 +162,7 @@ async def start(settings: Settings) -> RunningApp:
     # force_rport()): phones behind NAT cannot be reached on the port their Via names.
     layer = TransactionLayer(
         TimerConfig(t1=sip.t1, t2=sip.t2, t4=sip.t4),
+        auto_trying=False,  # the stack says Trying after the gateway, unless it answered
         response_destination=functools.partial(response_destination, force_rport=True),
     )
     stack = SipStack(transport, layer)

@@ -31,7 +31,12 @@ app = typer.Typer(help="SIP devices: set-side and ICP-side credentials.", no_arg
 
 Mac = Annotated[str | None, typer.Option("--mac", help="MAC address (MBG's clientid).")]
 Methods = Annotated[
-    str | None, typer.Option(help="Challenge methods, e.g. INVITE,SUBSCRIBE ('' = global).")
+    str | None,
+    typer.Option(
+        help="Methods always challenged for this device, e.g. INVITE,SUBSCRIBE; '' = use "
+        "the global option. Other requests pass without digest only from the device's "
+        "registration binding.",
+    ),
 ]
 
 

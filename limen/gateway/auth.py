@@ -142,7 +142,12 @@ class SetSideAuth:
             return device
         status = 407 if proxy else 401
         headers: list[tuple[str, str]]
-        if result in (VerifyResult.BAD_RESPONSE, VerifyResult.UNKNOWN_USER):
+        if result is VerifyResult.USED_NONCE:
+            # A guess on a nonce that a wrong answer already burnt: no verdict, a new
+            # challenge (one nonce buys one guess, DigestServer's max_failures_per_nonce).
+            self.failures += 1
+            headers = self.challenge_headers(proxy=proxy)
+        elif result in (VerifyResult.BAD_RESPONSE, VerifyResult.UNKNOWN_USER):
             self.failures += 1
             log.info(
                 "digest failure for %s %s from %s:%d",
@@ -159,7 +164,7 @@ class SetSideAuth:
     def challenged_methods(self, device: DeviceCredentials) -> frozenset[str]:
         """The methods challenged for ``device``: its own list, else the global option."""
         methods = device.challenge_methods
-        if methods is None:
+        if not methods:  # None or empty: the global option (issue 9)
             methods = self.ctx.options.challenge_methods
         return frozenset(m.upper() for m in methods)
 
@@ -170,11 +175,13 @@ class SetSideAuth:
         status: int,
         headers: list[tuple[str, str]],
     ) -> None:
+        # Statelessly (TransactionLayer.respond_stateless): an unauthenticated request
+        # costs one answer and no state, never a retransmitted transaction (no reflection).
         to_tag = None if request.to_tag is not None else secrets.token_hex(6)
         response = request.create_response(
             status, None, to_tag=to_tag, headers=[*headers, *self.ctx.server_headers()]
         )
-        self.ctx.stack.respond(txn, response)
+        self.ctx.stack.respond_stateless(txn, response)
 
 
 def _username(request: Request, proxy: bool) -> str:

@@ -133,7 +133,9 @@ class Gateway:
         reason: str | None,
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
+        # Statelessly: what the gateway answers by itself (malformed or unsupported
+        # requests, pings) comes before any authentication and must cost no state.
         extra = [*headers, *self.ctx.server_headers()]
         to_tag = None if request.to_tag is not None else secrets.token_hex(6)
         response = request.create_response(status, reason, to_tag=to_tag, headers=extra)
-        self.ctx.stack.respond(txn, response)
+        self.ctx.stack.respond_stateless(txn, response)

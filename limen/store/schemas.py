@@ -232,7 +232,10 @@ class _DeviceOptions(BaseModel):
     @field_validator("challenge_methods", mode="before")
     @classmethod
     def _methods(cls, value: Any) -> Any:
-        return None if value is None else normalise_methods(value)
+        # Issue 9: an empty per-device list means "use the global option", never
+        # "challenge nothing" (the CLI's '' and the API's [] alike).
+        methods = None if value is None else normalise_methods(value)
+        return methods or None
 
     @field_validator("rtpframesize", mode="before")
     @classmethod
