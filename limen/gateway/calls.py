@@ -66,7 +66,6 @@ from urllib.parse import quote, unquote
 from limen.gateway.context import GatewayContext, Side, icp_destination, side_of
 from limen.gateway.gate import Authenticator, SetSideGate
 from limen.gateway.media import MediaRefused, PassthroughMedia
-from limen.gateway.options import capabilities
 from limen.sip.addressing import Destination, Source, Transport
 from limen.sip.dialog import Dialog, new_call_id, new_tag
 from limen.sip.digest import answer_challenge, format_credentials, select_challenge
@@ -352,7 +351,7 @@ class CallController:
         self.ctx = ctx
         self.auth = auth
         self.registrar = registrar
-        self.gate = SetSideGate(ctx, auth, registrar, capabilities=capabilities(CALL_EXTENSIONS))
+        self.gate = SetSideGate(ctx, auth, registrar)
         self.timer_c = timer_c if timer_c is not None else ctx.settings.sip.timer_c
         self._legs: dict[tuple[str, str], Leg] = {}  # (Call-ID, our tag) → leg
         self._by_call_id: dict[str, list[Leg]] = {}

@@ -10,8 +10,7 @@ device's set-side username) is let through to the ICP only if
    connection, or the same UDP source address and port — and its method is not one that
    is always challenged (the device's ``challenge_methods``, else the global option).
 
-Everything else gets a challenge (407) or a 403 from Limen itself (an OPTIONS: Limen's own
-200, RFC 3261 §11.2), sent statelessly, with
+Everything else gets a challenge (407) or a 403 from Limen itself, sent statelessly, with
 the same status, headers and work whether the claimed user exists or not (no user
 enumeration, RFC 3261 §26.3.2.4 in spirit). A device's ICP-side credentials are therefore
 never used for a request that was neither authenticated nor bound: no configuration of the
@@ -83,13 +82,10 @@ class SetSideGate:
         ctx: GatewayContext,
         auth: Authenticator | None,
         bindings: Bindings | None,
-        *,
-        capabilities: list[tuple[str, str]] | None = None,
     ) -> None:
         self.ctx = ctx
         self.auth = auth
         self.bindings = bindings
-        self.capabilities = capabilities or []  # Limen's own OPTIONS answer (§11.2)
         self.admitted_bound = 0  # requests let through on their binding alone
         self.refused = 0  # requests answered by the gate without relaying
 
@@ -120,13 +116,6 @@ class SetSideGate:
         ):
             self.admitted_bound += 1
             return claimed
-        if method == "OPTIONS" and not request.has("proxy-authorization"):
-            # §11.2: an OPTIONS not from a binding (a monitoring probe, a scanner, a phone
-            # that is not registered) is answered by Limen for itself, the same 200 for
-            # every user, so it neither reaches the PBX nor tells users apart.
-            self.refused += 1
-            self._respond(txn, request, 200, self.capabilities)
-            return None
         if self.auth is None:
             self.refused += 1
             self._refuse(txn, request)
@@ -137,17 +126,8 @@ class SetSideGate:
         return device
 
     def _refuse(self, txn: ServerTransaction, request: Request) -> None:
-        self._respond(txn, request, 403, [])
-
-    def _respond(
-        self,
-        txn: ServerTransaction,
-        request: Request,
-        status: int,
-        headers: list[tuple[str, str]],
-    ) -> None:
         to_tag = None if request.to_tag is not None else secrets.token_hex(6)
         response = request.create_response(
-            status, None, to_tag=to_tag, headers=[*headers, *self.ctx.server_headers()]
+            403, None, to_tag=to_tag, headers=self.ctx.server_headers()
         )
         self.ctx.stack.respond_stateless(txn, response)

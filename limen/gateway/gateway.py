@@ -120,7 +120,11 @@ class Gateway:
         if request.to_tag is not None:
             return False
         uri = request.uri
-        return self.calls is None or not isinstance(uri, SipUri) or uri.user is None
+        if self.calls is None or not isinstance(uri, SipUri) or uri.user is None:
+            return True
+        # §16.3 item 2 / RFC 4475 §3.3.11: one that cannot be forwarded any further is
+        # answered here. Any other OPTIONS to a user goes through the gate like a MESSAGE.
+        return request.max_forwards == 0
 
     def capabilities(self) -> list[tuple[str, str]]:
         return capabilities(self.supported)

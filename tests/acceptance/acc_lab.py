@@ -79,7 +79,10 @@ TLS_USERS = ["3000", "3001"]  # scenario 3 (baresip)
 RESTART_USERS = [str(n) for n in range(4000, 4010)]  # scenario 4
 MEDIA_USERS = [str(n) for n in range(3100, 3110)]  # issue 5 media scenarios (SRTP "Require")
 FEATURE_USERS = [str(n) for n in range(6000, 6010)]  # scenario 5 (call features)
-DEVICES = REG_USERS + CALL_USERS + TLS_USERS + RESTART_USERS + MEDIA_USERS + FEATURE_USERS
+GATE_USERS = [str(n) for n in range(7000, 7010)]  # issue 9 (the gate)
+DEVICES = (
+    REG_USERS + CALL_USERS + TLS_USERS + RESTART_USERS + MEDIA_USERS + FEATURE_USERS + GATE_USERS
+)
 EXTENSIONS = [f"ext{n}" for n in range(5000, 5010)]
 MEDIA_EXTENSIONS = [f"ext{n}" for n in range(5100, 5105)]  # issue 5 (baresip, SIPp on the LAN)
 FEATURE_EXTENSIONS = [f"ext{n}" for n in range(5200, 5210)]  # scenario 5 (call features)
