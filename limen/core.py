@@ -110,6 +110,23 @@ class NullMetrics:
         return []
 
 
+class SecurityHooks(Protocol):
+    """What the listeners above the gateway (API, console, provisioning) need of the
+    guard (:class:`limen.gateway.guard.Guard`): report failures, ask about bans."""
+
+    def auth_failure(self, address: str, user: str | None, kind: str) -> object: ...
+
+    def allow_http(self, address: str, listener: str) -> bool: ...
+
+    def banned(self, address: str) -> bool: ...
+
+    def list_bans(self) -> list[Any]: ...
+
+    def ban(self, address: str, seconds: float | None = None, detail: str = "") -> Any: ...
+
+    def unban(self, address: str) -> bool: ...
+
+
 @dataclass
 class Core:
     """Settings, store and services of one Limen process."""
@@ -118,6 +135,13 @@ class Core:
     store: Store
     bus: ChangeBus = field(default_factory=ChangeBus)
     metrics: MetricsProvider = field(default_factory=NullMetrics)
+    # The running guard (set by limen.app.start); None in tools and tests without one.
+    security: SecurityHooks | None = None
+
+    def auth_failure(self, address: str | None, user: str | None, kind: str) -> None:
+        """Report a failed authentication toward bans (no-op without a guard)."""
+        if self.security is not None and address:
+            self.security.auth_failure(address, user, kind)
 
     def __post_init__(self) -> None:
         self.store.on_change = self.bus.publish

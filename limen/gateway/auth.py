@@ -74,8 +74,11 @@ class SetSideAuth:
         secret: bytes | None = None,
         nonce_lifetime: float = NONCE_LIFETIME,
         clock: Clock = time.time,
+        on_failure: Callable[[str, str | None, str], object] | None = None,
     ) -> None:
         self.ctx = ctx
+        # (source address, username, "sip"): failures toward bans (limen.gateway.guard).
+        self.on_failure = on_failure
         self._secret = secret if secret is not None else derive_secret(ctx, b"digest-nonce")
         self._lifetime = nonce_lifetime
         self._clock = clock
@@ -145,10 +148,10 @@ class SetSideAuth:
         if result is VerifyResult.USED_NONCE:
             # A guess on a nonce that a wrong answer already burnt: no verdict, a new
             # challenge (one nonce buys one guess, DigestServer's max_failures_per_nonce).
-            self.failures += 1
+            self._failed(request, source, proxy)
             headers = self.challenge_headers(proxy=proxy)
         elif result in (VerifyResult.BAD_RESPONSE, VerifyResult.UNKNOWN_USER):
-            self.failures += 1
+            self._failed(request, source, proxy)
             log.info(
                 "digest failure for %s %s from %s:%d",
                 request.method,
@@ -160,6 +163,12 @@ class SetSideAuth:
             headers = self.challenge_headers(proxy=proxy, stale=result is VerifyResult.STALE)
         self._respond(txn, request, status, headers)
         return None
+
+    def _failed(self, request: Request, source: Source, proxy: bool) -> None:
+        self.failures += 1
+        if self.on_failure is not None:
+            user = _username(request, proxy)
+            self.on_failure(source.remote[0], None if user == "?" else user, "sip")
 
     def challenged_methods(self, device: DeviceCredentials) -> frozenset[str]:
         """The methods challenged for ``device``: its own list, else the global option."""

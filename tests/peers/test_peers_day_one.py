@@ -71,7 +71,7 @@ def test_python_tls_client(limen_server: LimenServer) -> None:
     ):
         local_port = tls.getsockname()[1]
         request = (
-            "OPTIONS sip:limen@127.0.0.1 SIP/2.0\r\n"
+            "OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
             f"Via: SIP/2.0/TLS 127.0.0.1:{local_port};branch=z9hG4bK-tls-1;rport\r\n"
             "Max-Forwards: 70\r\n"
             "From: <sip:python@127.0.0.1>;tag=py1\r\n"
