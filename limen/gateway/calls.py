@@ -63,6 +63,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import quote, unquote
 
+from limen.gateway.admission import CallAdmission, Limits
 from limen.gateway.context import GatewayContext, Side, icp_destination, side_of
 from limen.gateway.gate import Authenticator, SetSideGate
 from limen.gateway.media import MediaRefused, PassthroughMedia
@@ -316,6 +317,7 @@ class Call:
     # RFC 3264 offer/answer: the side whose offer awaits an answer (None: no offer out).
     offer_from: Side | None = None
     started: float = field(default_factory=time.time)  # epoch seconds, for the API
+    admitted: str | None = None  # the ICP guid it was counted under (call admission)
     log: CallLog = field(init=False)
 
     def __post_init__(self) -> None:
@@ -347,10 +349,12 @@ class CallController:
         auth: SetSideAuthenticator | None = None,
         registrar: BindingLookup | None = None,
         timer_c: float | None = None,
+        admission: CallAdmission | None = None,
     ) -> None:
         self.ctx = ctx
         self.auth = auth
         self.registrar = registrar
+        self.admission = admission if admission is not None else CallAdmission()
         self.gate = SetSideGate(ctx, auth, registrar)
         self.timer_c = timer_c if timer_c is not None else ctx.settings.sip.timer_c
         self._legs: dict[tuple[str, str], Leg] = {}  # (Call-ID, our tag) → leg
@@ -594,6 +598,8 @@ class CallController:
             return
         call_id = new_call_id()
         call = Call(key=call_id[:12], kind=request.method, device=device)
+        if request.method == "INVITE" and not self._admit(call, target_side, txn, request):
+            return
         a = Leg(
             side=_other(target_side),
             call=call,
@@ -616,8 +622,12 @@ class CallController:
         offer = False
         if is_sdp(request) and request.method in _OFFER_METHODS:
             try:
-                body = ctx.media.offer(call.key, a.side, request.body, device=device.guid)
+                body = ctx.media.offer(
+                    call.key, a.side, request.body, device=device.guid, peer=_phone_host(call)
+                )
             except MediaRefused as exc:
+                if call.admitted is not None:
+                    self.admission.release(device.guid, call.admitted)
                 self._answer(txn, request, exc.status, exc.reason)
                 return
             offer = True
@@ -657,6 +667,44 @@ class CallController:
         if method == "INVITE":
             relay.timer_c = self._later(self.timer_c, lambda: self._on_timer_c(relay))
         self._send(relay)
+
+    def _admit(
+        self, call: Call, target_side: Side, txn: ServerTransaction, request: Request
+    ) -> bool:
+        """Call admission control (:mod:`limen.gateway.admission`): per-device limits for
+        calls a phone makes, ICP and total limits for every call; 503 when refused."""
+        options = self.ctx.options
+        device = call.device
+        icp = self.ctx.directory.icp_of(device)
+        icp_key = icp.guid if icp is not None else device.icp
+        from_phone = target_side is Side.ICP
+        per_device = (
+            device.max_calls if device.max_calls is not None else options.max_calls_per_device
+        )
+        attempts = (
+            device.max_call_attempts
+            if device.max_call_attempts is not None
+            else options.max_call_attempts_per_minute
+        )
+        limits = Limits(
+            per_device=per_device if from_phone else 0,
+            attempts_per_minute=attempts if from_phone else 0,
+            per_icp=options.max_calls_per_icp,
+            total=options.max_calls,
+            media_kbps=options.max_media_kbps,
+        )
+        refused = self.admission.admit(device.guid, icp_key, time.time(), limits)
+        if refused is not None:
+            log.info(
+                "call from %s refused: %s limit (%s)",
+                device.setside_username,
+                refused,
+                "phone" if from_phone else "PBX",
+            )
+            self._answer(txn, request, 503, "Call Limit Reached", [("Retry-After", "10")])
+            return False
+        call.admitted = icp_key
+        return True
 
     def _contact(self, leg: Leg, device: DeviceCredentials) -> NameAddr:
         user: str | None = None
@@ -715,7 +763,11 @@ class CallController:
                     call.offer_from = None
                 else:
                     body = self.ctx.media.offer(
-                        call.key, leg.side, request.body, device=call.device.guid
+                        call.key,
+                        leg.side,
+                        request.body,
+                        device=call.device.guid,
+                        peer=_phone_host(call),
                     )
                     call.offer_from = leg.side
                     offer = True
@@ -932,7 +984,9 @@ class CallController:
                     call.offer_from = None
                 return body
             # A late offer (INVITE without SDP): the answer comes in the ACK or PRACK.
-            body = media.offer(call.key, side, response.body, device=call.device.guid)
+            body = media.offer(
+                call.key, side, response.body, device=call.device.guid, peer=_phone_host(call)
+            )
             call.offer_from = side
             return body
         except MediaRefused as exc:
@@ -999,6 +1053,7 @@ class CallController:
                 relay.request.body,
                 device=call.device.guid,
                 plain=True,
+                peer=_phone_host(call),
             )
         except MediaRefused:
             return False
@@ -1229,6 +1284,9 @@ class CallController:
                         request.add(name, value)
                     self._send_quiet(leg, request)
                 leg.dialog.terminate()
+        if call.admitted is not None:
+            self.admission.release(call.device.guid, call.admitted)
+            call.admitted = None
         if call.kind == "INVITE":
             try:
                 self.ctx.media.delete(call.key)
@@ -1331,6 +1389,15 @@ class CallController:
         handle = self.ctx.stack.loop.call_later(delay, run)
         self._timers.add(handle)
         return handle
+
+
+def _phone_host(call: Call) -> str | None:
+    """The phone's signalling address (its observed SIP source, NAT included): where a
+    plain set-side media stream may latch from, besides its SDP address."""
+    for leg in (call.a, call.b):
+        if leg is not None and leg.side is Side.SET:
+            return leg.destination.host
+    return None
 
 
 def icp_domain(icp: IcpRecord) -> str:

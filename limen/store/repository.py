@@ -280,6 +280,8 @@ _DEVICE_OPTION_FIELDS = (
     "set_side_rtp_security",
     "setside_codec",
     "rtpframesize",
+    "max_calls",
+    "max_call_attempts",
 )
 
 
@@ -318,6 +320,8 @@ class DeviceRepository(_Repo):
             set_side_rtp_security=row.set_side_rtp_security,
             setside_codec=row.setside_codec,
             rtpframesize=row.rtpframesize,
+            max_calls=row.max_calls,
+            max_call_attempts=row.max_call_attempts,
         )
 
     def _credentials(self, row: m.SipDevice) -> DeviceCredentials:
@@ -332,6 +336,8 @@ class DeviceRepository(_Repo):
             challenge_methods=_methods_of(row.challenge_methods),
             options_hb=row.options_hb,
             heartbeat_interval=row.heartbeat_interval,
+            max_calls=row.max_calls,
+            max_call_attempts=row.max_call_attempts,
         )
 
     def list(
