@@ -5,7 +5,10 @@ Run: ``.venv/bin/python bench/signalling.py [--quick]``. Exits non-zero on a set
 
 Calls: SIPp UAC -> X -> SIPp UAS, INVITE/180/200/ACK, 0.5 s talk, BYE/200, no media. X is
 Limen (its own process, ``limen.app.run``: one device, ICP = the SIPp UAS directly, media
-relay off, challenge_methods=[]), Sippy's b2bua_simple (``-n`` = the UAS) or Kamailio. For
+relay off, challenge_methods=[]; the UAC's port registers device p0 first, so its INVITEs
+pass the gate on their registration binding), "limen-off" (the same with the protections
+of issues 9 and 10 off: the bench's measure of their hot-path cost), Sippy's
+b2bua_simple (``-n`` = the UAS) or Kamailio. For
 each X: the highest rate (calls/s) at which at least 99.9% of the calls succeed at BOTH
 SIPp ends and the UAC keeps its pace (rates 50, 100, 200, 400 ... with -m = rate x
 ``--seconds``, then a binary search between the last pass and the first failure), and
@@ -102,6 +105,11 @@ def call_trial(
     uac_port = free_udp_port()
     pcap = Capture(work, uac_port) if capture else None
     try:
+        if target.name.startswith("limen"):
+            # Issue 9: only a device's registration binding (or digest) reaches the ICP,
+            # so the UAC's port registers p0 first; its INVITEs (challenge_methods=[])
+            # then pass on the binding, as a registered phone's do.
+            bind_uac(work, remote, uac_port)
         uas = SippRun(
             work,
             f"{tag}-uas",
@@ -165,6 +173,33 @@ def call_trial(
         log("    " + uac.errors().strip().splitlines()[-1][:200])
     time.sleep(0.5)
     return trial
+
+
+def bind_uac(work: Path, remote: str, uac_port: int) -> None:
+    csv = write_csv(work / "bind_p0.csv", LOCAL, [("p0", "set-p0")])
+    run = SippRun(
+        work,
+        f"bind-{uac_port}-{time.monotonic_ns()}",
+        [
+            remote,
+            "-i",
+            LOCAL,
+            "-p",
+            str(uac_port),
+            "-inf",
+            str(csv),
+            "-m",
+            "1",
+            "-recv_timeout",
+            "5000",
+            "-timeout",
+            "20s",
+        ],
+        work / "register.xml",
+    )
+    result = run.wait(25)
+    if result.successful != 1:
+        raise SystemExit(f"setup failure: p0 did not register from port {uac_port}")
 
 
 def search(run: Callable[[float], Trial], start: float, quick: bool) -> Found:
@@ -301,12 +336,22 @@ def main() -> int:
         if "calls" not in skip:
             profile = Path(args.profile).resolve() if args.profile else None
 
-            def limen_setup(uas_port: int) -> tuple[str, str, Callable[[], None]]:
+            def limen_setup(
+                uas_port: int, protection: bool = True
+            ) -> tuple[str, str, Callable[[], None]]:
                 folder = work / f"limen-calls-{uas_port}"
                 proc, port = start_limen(
-                    daemons, folder, icp=(UAS_HOST, uas_port), devices=1, profile=profile
+                    daemons,
+                    folder,
+                    icp=(UAS_HOST, uas_port),
+                    devices=1,
+                    profile=profile,
+                    protection=protection,
                 )
                 return f"{LOCAL}:{port}", LOCAL, lambda: daemons.stop(proc, sig=signal.SIGINT)
+
+            def limen_off_setup(uas_port: int) -> tuple[str, str, Callable[[], None]]:
+                return limen_setup(uas_port, protection=False)
 
             def sippy_setup(uas_port: int) -> tuple[str, str, Callable[[], None]]:
                 folder = work / f"sippy-{uas_port}"
@@ -318,6 +363,7 @@ def main() -> int:
 
             targets = [
                 CallTarget("limen", limen_setup),
+                CallTarget("limen-off", limen_off_setup),
                 CallTarget("sippy", sippy_setup, "uac_b2b.xml"),
                 CallTarget("kamailio", kamailio_setup),
             ]
@@ -419,7 +465,7 @@ def report(
         f"took {took / 60:.1f} min; load average before {load_before}, after {load_after}; "
         f"{os.cpu_count()} CPUs)\n"
     )
-    names = [n for n in ("limen", "sippy", "kamailio") if n in results]
+    names = [n for n in ("limen", "limen-off", "sippy", "kamailio") if n in results]
     if names:
         print(
             "| X (UAC -> X -> UAS) | max calls/s (>= 99.9% both ends) | at 80% "
@@ -452,6 +498,12 @@ def report(
         print(
             f"Limen / Sippy calls/s: {ratio:.2f}x "
             f"(aim >= 1.5x: {'met' if ratio >= 1.5 else 'NOT met'})"
+        )
+    if "limen" in results and "limen-off" in results and results["limen-off"]["cps"]:
+        ratio = float(results["limen"]["cps"]) / float(results["limen-off"]["cps"])  # type: ignore[arg-type]
+        print(
+            f"Limen protection on / off calls/s (gate, bans, rate counting, scanner filter): "
+            f"{ratio:.2f} (aim >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})"
         )
     if "limen" in results and "kamailio" in results and results["kamailio"]["cps"]:
         ratio = float(results["limen"]["cps"]) / float(results["kamailio"]["cps"])  # type: ignore[arg-type]

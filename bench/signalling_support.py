@@ -464,6 +464,7 @@ def start_limen(
     devices: int,
     icp_password_prefix: str = "icp-pw-",
     profile: Path | None = None,
+    protection: bool = True,
 ) -> tuple[subprocess.Popen[bytes], int]:
     """``limen.app.run`` in a child process over a fresh store: one ICP at ``icp``, devices
     ``p0 .. p{devices-1}`` (set side ``p<n>``/``set-p<n>``, ICP side ``icpp<n>``), global
@@ -488,6 +489,8 @@ def start_limen(
     ]
     if profile is not None:
         cmd += ["--profile", str(profile)]
+    if not protection:
+        cmd += ["--protection", "off"]
     process = daemons.start("limen", cmd, log)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -501,7 +504,14 @@ def start_limen(
 
 def _limen_main(args: argparse.Namespace) -> None:
     from limen.app import prepare, run
-    from limen.config import ApiSettings, MediaSettings, ProvisioningSettings, Settings, SipSettings
+    from limen.config import (
+        ApiSettings,
+        MediaSettings,
+        ProvisioningSettings,
+        SecuritySettings,
+        Settings,
+        SipSettings,
+    )
     from limen.store import open_store
     from limen.store.schemas import DeviceCreate, IcpCreate
 
@@ -525,7 +535,22 @@ def _limen_main(args: argparse.Namespace) -> None:
         api=ApiSettings(enabled=False),
         provisioning=ProvisioningSettings(enabled=False),
         media=MediaSettings(relay=False),
+        # Protection on: every check runs per message (bans, ACL, rate counting, scanner
+        # User-Agents); the one SIPp source is trusted so its load is never banned.
+        # Protection off: no rate limit, no scanner list, and the gate of issue 9 replaced
+        # by the pre-gate rule (a bench instrument, not a setting: no configuration of
+        # Limen can switch the gate off).
+        security=SecuritySettings(trusted=[f"{LOCAL}/32"])
+        if args.protection == "on"
+        else SecuritySettings(sip_rate_limit=0, scanner_user_agents=[]),
     )
+    if args.protection == "off":
+        from limen.gateway.gate import SetSideGate
+
+        def ungated(self: SetSideGate, txn: object, request: object, source: object) -> object:
+            return self.claimed_device(request)  # type: ignore[arg-type]
+
+        SetSideGate.admit = ungated  # type: ignore[assignment,method-assign]
     prepare(settings)
     store = open_store(settings)
     try:
@@ -740,6 +765,7 @@ if __name__ == "__main__":
     limen.add_argument("--devices", type=int, default=1)
     limen.add_argument("--icp-password-prefix", default="icp-pw-")
     limen.add_argument("--profile", default="")
+    limen.add_argument("--protection", choices=("on", "off"), default="on")
     parsed = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     _limen_main(parsed)

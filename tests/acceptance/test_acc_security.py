@@ -90,6 +90,19 @@ def test_svcrack_is_banned_and_the_user_keeps_working(
     user = GATE_USERS[3]
     words = tmp_path / "words.txt"
     words.write_text("".join(f"guess{i}\n" for i in range(1999)) + set_password(user) + "\n")
+    # svcrack 0.3.3 ignores -b (it never passes the binding address on): its packets
+    # leave from the wan host's primary address, which the lab trusts. Translate its
+    # source port to the attacker's address instead.
+    subprocess.run(
+        [*lab.ns.exec("wan"), "nft", "-f", "-"],
+        input=(
+            "table ip limen_snat {\n  chain post {\n"
+            "    type nat hook postrouting priority srcnat; policy accept;\n"
+            f"    udp sport 5072 snat to {ATTACKER_IP}\n  }}\n}}\n"
+        ),
+        text=True,
+        check=True,
+    )
     attack = subprocess.Popen(
         [
             *lab.ns.exec("wan"),
@@ -100,8 +113,8 @@ def test_svcrack_is_banned_and_the_user_keeps_working(
             str(words),
             "-p",
             "5060",
-            "-b",
-            ATTACKER_IP,
+            "-P",
+            "5072",
             "--maximumtime",
             "5",
             PUBLIC_IP,
@@ -129,6 +142,7 @@ def test_svcrack_is_banned_and_the_user_keeps_working(
         assert register(wan_phone, user) == 200
     finally:
         unban(lab, ATTACKER_IP)
+        subprocess.run([*lab.ns.exec("wan"), "nft", "delete", "table", "ip", "limen_snat"])
 
 
 def test_manual_ban_and_scanner_agents_get_no_answer(lab: Lab) -> None:
