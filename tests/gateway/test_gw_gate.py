@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from test_gw_reg_logic import ICP  # one PBX record for the gateway's pure tests
 
 from limen.config import Settings, SipSettings
 from limen.gateway.auth import SetSideAuth
@@ -25,7 +26,7 @@ from limen.sip import Destination, Request, Response, Source, Transport, parse_m
 from limen.sip.digest import answer_challenge, format_credentials, parse_challenge
 from limen.sip.headers import parse_name_addr
 from limen.store import GlobalOptions
-from limen.store.schemas import DeviceCredentials, DeviceUpdate, IcpRecord
+from limen.store.schemas import DeviceCredentials, DeviceUpdate
 
 
 class FakeStack:
@@ -71,23 +72,6 @@ def device(user: str, **kw: Any) -> DeviceCredentials:
     )
 
 
-ICP = IcpRecord(
-    guid="i-1",
-    name="pbx",
-    address="10.0.0.2",
-    port=5060,
-    transport="udp",
-    type="x",
-    sip_capabilities=["udp"],
-    link_enabled=True,
-    xml_listen_port=4445,
-    xml_destination_port=4445,
-    tls=False,
-    hashes=[],
-    domain="",
-    description="",
-    device_count=2,
-)
 LOCAL = ("203.0.113.10", 5060)
 PHONE = Source(Transport.UDP, LOCAL, ("198.51.100.7", 40000))
 ATTACKER = Source(Transport.UDP, LOCAL, ("192.0.2.66", 5070))
