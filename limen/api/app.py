@@ -26,7 +26,7 @@ from limen.api.routers import (
     tma,
 )
 from limen.core import Core
-from limen.store.errors import Conflict, Invalid, NotFound, StoreError
+from limen.store.errors import Conflict, Invalid, NotFound, PreconditionFailed, StoreError
 
 
 def _not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -35,6 +35,10 @@ def _not_found(request: Request, exc: Exception) -> JSONResponse:
 
 def _conflict(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
+def _precondition(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=412)
 
 
 def _invalid(request: Request, exc: Exception) -> JSONResponse:
@@ -83,6 +87,7 @@ def create_app(core: Core) -> FastAPI:
         app.include_router(module.router)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)
+    app.add_exception_handler(PreconditionFailed, _precondition)
     app.add_exception_handler(Invalid, _invalid)
     app.add_exception_handler(ValidationError, _validation)
     app.add_exception_handler(StoreError, _unavailable)
