@@ -9,10 +9,12 @@ the field, store unusable → 503.
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from limen import __version__
+from limen.api.guard import RequestGuard
 from limen.api.oauth import OAuthServer
 from limen.api.routers import (
     admin,
@@ -27,6 +29,9 @@ from limen.api.routers import (
 )
 from limen.core import Core
 from limen.store.errors import Conflict, Invalid, NotFound, PreconditionFailed, StoreError
+
+# Largest backup file accepted by /mslrest/msl/v1/netrestore/.
+MAX_BACKUP_UPLOAD = 256 << 20
 
 
 def _not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -52,6 +57,17 @@ def _validation(request: Request, exc: Exception) -> JSONResponse:
     detail = [
         {"loc": ["body", *error["loc"]], "msg": error["msg"], "type": error["type"]}
         for error in exc.errors(include_url=False, include_input=False)
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _request_validation(request: Request, exc: Exception) -> JSONResponse:
+    # FastAPI's own handler echoes the input back, and an input it cannot serialise
+    # (a float NaN) turned a 422 into a 500. Location, message and type say enough.
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type")}
+        for error in exc.errors()
     ]
     return JSONResponse({"detail": detail}, status_code=422)
 
@@ -91,4 +107,13 @@ def create_app(core: Core) -> FastAPI:
     app.add_exception_handler(Invalid, _invalid)
     app.add_exception_handler(ValidationError, _validation)
     app.add_exception_handler(StoreError, _unavailable)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    # Paths are served with or without their trailing slash (RequestGuard), never
+    # redirected: a redirected signed request cannot keep a valid signature.
+    app.router.redirect_slashes = False
+    app.add_middleware(
+        RequestGuard,
+        routes=app.router.routes,
+        large_bodies={"/mslrest/msl/v1/netrestore/": MAX_BACKUP_UPLOAD},
+    )
     return app

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
@@ -50,9 +51,25 @@ def _unauthorized(reason: str) -> HTTPException:
     )
 
 
+def raw_path(request: Request) -> str:
+    """The path exactly as it was on the request line, percent-encoding untouched.
+
+    The route sees the decoded path (``/devices/sip/a+1/``) but a client signs what it
+    sends (``/devices/sip/a%2B1/``): RFC 5849 §3.4.1.2 builds the base string URI from
+    the request as sent. Bytes outside printable ASCII (an HTTP request line should have
+    none) are percent-encoded as a client would have."""
+    raw = request.scope.get("raw_path")
+    if not raw:
+        return quote(request.scope.get("path", "/"), safe="/!$&'()*+,;=:@~-._%")
+    return "".join(chr(b) if 0x20 < b < 0x7F else f"%{b:02X}" for b in raw)
+
+
 def request_uri(request: Request) -> str:
-    """The URI as the client signed it (scheme, host and port as the client saw them)."""
-    return str(request.url)
+    """The URI as the client signed it: scheme, host and port as the client saw them
+    (Host header), the raw path and the query string as sent."""
+    url = request.url
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return f"{url.scheme}://{url.netloc}{raw_path(request)}" + (f"?{query}" if query else "")
 
 
 async def oauth_inputs(request: Request) -> tuple[str, str, str, dict[str, str]]:

@@ -609,13 +609,16 @@ class OptionsRepository(_Repo):
         known = {k: v for k, v in stored.items() if k in GlobalOptions.model_fields}
         return GlobalOptions.model_validate(known)
 
-    def set(self, values: dict[str, Any], actor: str = "system") -> GlobalOptions:
-        """Change some options; the result is validated as a whole before it is saved."""
+    def set(
+        self, values: dict[str, Any], actor: str = "system", *, strict: bool = False
+    ) -> GlobalOptions:
+        """Change some options; the result is validated as a whole before it is saved.
+        ``strict``: JSON input, no coercion (true is not 1, "30" is not 30)."""
         unknown = sorted(set(values) - set(GlobalOptions.model_fields))
         if unknown:
             raise Invalid(unknown[0], f"unknown option (known: {', '.join(GlobalOptions.names())})")
         merged = self.get().model_dump() | values
-        options = GlobalOptions.model_validate(merged)
+        options = GlobalOptions.model_validate(merged, strict=strict)
         dumped = options.model_dump(mode="json")
         with self._tx() as (s, changes):
             for name in values:

@@ -11,18 +11,14 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from limen.api import ApiServer
-from limen.config import Settings
 from limen.core import Core
-from limen.store import api_tls_paths, models
+from limen.store import api_tls_paths
 from limen.store.schemas import DeviceCreate, IcpCreate
 
 WRITERS = 20
@@ -30,30 +26,6 @@ ROUNDS = 3
 CODECS = ["Unrestricted", "G.711 only", "G.722 only", "G.729 only", "Opus only"]
 SECURITY = ["Require", "Prefer", "Disable"]
 KEEPALIVE = ["Always", "Only behind NAT", "Never"]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_core(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Core]:
-    url = "" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    settings = Settings(
-        config_path=str(tmp_path / "limen.toml"),
-        data_dir=str(tmp_path / "data"),
-        database_url=url,
-        public_fqdn="limen.test",
-        public_ip="127.0.0.1",
-    )
-    opened = Core.open(settings)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-def _admin_token(core: Core) -> str:
-    with core.store.sessions() as s, s.begin():
-        s.add(models.AdminUser(username="root", password_hash="!", active=True))
-    token, _record = core.store.admins.issue_token("root", name="tests")
-    return token
 
 
 def body(round_: int, writer: int) -> dict[str, Any]:
@@ -72,9 +44,11 @@ def body(round_: int, writer: int) -> dict[str, Any]:
     }
 
 
-async def test_twenty_concurrent_writers_leave_exactly_one_body(any_core: Core) -> None:
+async def test_twenty_concurrent_writers_leave_exactly_one_body(
+    any_core: Core, any_token: str
+) -> None:
     core = any_core
-    token = _admin_token(core)
+    token = any_token
     core.store.icps.create(IcpCreate(name="pbx", address="192.0.2.10"))
     device = core.store.devices.create(
         DeviceCreate(setside_username="1001", setside_password="secret-1001", icp="pbx")

@@ -27,7 +27,7 @@ router = APIRouter(prefix="/mslrest/limen/v1", tags=["admin"])
 
 
 class Login(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=256)
@@ -65,7 +65,7 @@ class ConsumerCreated(ConsumerRecord):
 
 
 class ConsumerChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     active: bool | None = None
     permissions: list[Permission] | None = None
