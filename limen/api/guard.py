@@ -56,6 +56,22 @@ def _no_constants(name: str) -> Any:
     )
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise BadInput(
+            422,
+            [
+                {
+                    "loc": ["body"],
+                    "msg": f"number {text[:32]} is out of range (not a finite number)",
+                    "type": "json_invalid",
+                }
+            ],
+        )
+    return value
+
+
 def _check_strings(value: Any, loc: list[str | int]) -> None:
     """Raise BadInput naming the first string (key or value) with a forbidden character."""
     if isinstance(value, str):
@@ -91,7 +107,7 @@ def check_json_body(body: bytes) -> None:
             422, [{"loc": ["body"], "msg": "body is not UTF-8", "type": "json_invalid"}]
         ) from None
     try:
-        value = json.loads(text, parse_constant=_no_constants)
+        value = json.loads(text, parse_constant=_no_constants, parse_float=_finite)
     except ValueError as exc:
         if isinstance(exc, BadInput):
             raise

@@ -480,6 +480,12 @@ def normalise_permission_path(path: str) -> str:
         raise ValueError("empty permission path")
     if any(c.isspace() for c in path) or "?" in path or ".." in path:
         raise ValueError(f"bad permission path {path!r}")
+    if ":" in path:
+        # "/mbg/v1/icps/:RW" is a mode typed into the path: it would match nothing.
+        raise ValueError(
+            f"permission path {path!r} matches no resource: ':' is not part of a path "
+            "(the access mode is read/write; on the command line PATH:rw)"
+        )
     if not path.startswith("/"):
         head, sep, rest = path.partition("/")
         if sep and head and head[0].isupper():
