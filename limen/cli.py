@@ -15,6 +15,7 @@ from rich.console import Console
 
 from limen import __version__
 from limen.commands import admin as admin_commands
+from limen.commands import backup as backup_commands
 from limen.commands import cert as cert_commands
 from limen.commands import consumer as consumer_commands
 from limen.commands import db as db_commands
@@ -45,6 +46,8 @@ app.add_typer(db_commands.app, name="db")
 app.add_typer(cert_commands.app, name="cert")
 app.add_typer(tma_commands.app, name="tma")
 app.add_typer(phone_commands.app, name="phone")
+app.command("backup")(backup_commands.backup)
+app.command("restore")(backup_commands.restore)
 
 ConfigOption = Annotated[
     Path | None,
