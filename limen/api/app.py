@@ -24,6 +24,7 @@ from limen.api.routers import (
     globaloptions,
     icps,
     metrics,
+    msl,
     pairing,
     tma,
 )
@@ -94,6 +95,7 @@ def create_app(core: Core) -> FastAPI:
         icps,
         devices,
         metrics,
+        msl,
         events,
         configuration,
         pairing,

@@ -99,6 +99,23 @@ async def authenticate(
     oauth: Annotated[OAuthServer, Depends(get_oauth)],
 ) -> Principal:
     """Any caller allowed by its credentials and, for consumers, by its permissions."""
+    return await _authenticate(request, core, oauth, check_permissions=True)
+
+
+async def authenticate_signed(
+    request: Request,
+    core: Annotated[Core, Depends(get_core)],
+    oauth: Annotated[OAuthServer, Depends(get_oauth)],
+) -> Principal:
+    """Any caller with valid credentials, whatever its permissions (``/mslrest/ping``:
+    MBG's client checks its pairing with it, and no permission of the seed's list
+    names it)."""
+    return await _authenticate(request, core, oauth, check_permissions=False)
+
+
+async def _authenticate(
+    request: Request, core: Core, oauth: OAuthServer, *, check_permissions: bool
+) -> Principal:
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return await _admin_from_bearer(core, auth[7:].strip())
@@ -111,10 +128,11 @@ async def authenticate(
     consumer = result.consumer
     if not consumer.active:
         raise HTTPException(403, f"consumer {consumer.name!r} is inactive")
-    path = request.url.path.removeprefix(API_PREFIX) or "/"
-    missing = permitted(consumer.permissions, path, request.method)
-    if missing is not None:
-        raise HTTPException(403, f"consumer {consumer.name!r} lacks {missing}")
+    if check_permissions:
+        path = request.url.path.removeprefix(API_PREFIX) or "/"
+        missing = permitted(consumer.permissions, path, request.method)
+        if missing is not None:
+            raise HTTPException(403, f"consumer {consumer.name!r} lacks {missing}")
     return Principal("consumer", consumer.name)
 
 
@@ -131,6 +149,7 @@ async def authenticate_admin(
 
 
 Caller = Annotated[Principal, Depends(authenticate)]
+Signed = Annotated[Principal, Depends(authenticate_signed)]
 Admin = Annotated[Principal, Depends(authenticate_admin)]
 CoreDep = Annotated[Core, Depends(get_core)]
 OAuthDep = Annotated[OAuthServer, Depends(get_oauth)]
