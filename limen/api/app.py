@@ -77,9 +77,33 @@ def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"store unavailable: {exc}"}, status_code=503)
 
 
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs`` with swagger-ui served from the installed ``swagger-ui-bundle`` package:
+    an admin network often has no Internet access, and a CDN would see every visit."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+    app.mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/docs/static/favicon-32x32.png",
+        )
+
+    app.add_api_route("/docs", docs, include_in_schema=False)
+
+
 def create_app(core: Core) -> FastAPI:
     """Build the admin/REST application around ``core``."""
     app = FastAPI(
+        docs_url=None,
+        redoc_url=None,
         title="Limen",
         version=__version__,
         description=(
@@ -88,6 +112,7 @@ def create_app(core: Core) -> FastAPI:
             "bearer token from /mslrest/limen/v1/session/ or `limen admin token add`."
         ),
     )
+    _offline_docs(app)
     app.state.core = core
     app.state.oauth = OAuthServer(core.store, core.settings)
     for module in (

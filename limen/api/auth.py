@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPBearer
+from fastapi.security.http import HTTPBase
 from starlette.concurrency import run_in_threadpool
 
 from limen.api.oauth import OAuthServer, permitted
@@ -31,6 +33,24 @@ class Principal:
     @property
     def actor(self) -> str:
         return f"{self.kind}:{self.name}"
+
+
+# Declared for the OpenAPI document only (the checks are below): "OAuth" is the HTTP
+# authentication scheme RFC 5849 §3.5.1 registers; "Bearer" carries admin sessions.
+oauth1_scheme = HTTPBase(
+    scheme="OAuth",
+    scheme_name="oauth1",
+    description="OAuth 1.0a (RFC 5849) signed request: HMAC-SHA1, HMAC-SHA256 or RSA-SHA1, "
+    "with a final token from the pairing (/mslrest/initiate, admin approval, /mslrest/token). "
+    "The signature covers the URI as sent (percent-encoded path).",
+    auto_error=False,
+)
+session_scheme = HTTPBearer(
+    scheme_name="session",
+    description="Admin bearer token: POST /mslrest/limen/v1/session/ (username, password) "
+    "or `limen admin token add`.",
+    auto_error=False,
+)
 
 
 def get_core(request: Request) -> Core:
@@ -148,8 +168,40 @@ async def authenticate_admin(
     return await _admin_from_bearer(core, auth[7:].strip())
 
 
-Caller = Annotated[Principal, Depends(authenticate)]
-Signed = Annotated[Principal, Depends(authenticate_signed)]
-Admin = Annotated[Principal, Depends(authenticate_admin)]
+async def _any_scheme(
+    _oauth: Annotated[object, Depends(oauth1_scheme)],
+    _session: Annotated[object, Depends(session_scheme)],
+) -> None:
+    return None
+
+
+async def _session_scheme(_session: Annotated[object, Depends(session_scheme)]) -> None:
+    return None
+
+
+async def _caller(
+    principal: Annotated[Principal, Depends(authenticate)],
+    _schemes: Annotated[None, Depends(_any_scheme)],
+) -> Principal:
+    return principal
+
+
+async def _signed(
+    principal: Annotated[Principal, Depends(authenticate_signed)],
+    _schemes: Annotated[None, Depends(_any_scheme)],
+) -> Principal:
+    return principal
+
+
+async def _admin(
+    principal: Annotated[Principal, Depends(authenticate_admin)],
+    _schemes: Annotated[None, Depends(_session_scheme)],
+) -> Principal:
+    return principal
+
+
+Caller = Annotated[Principal, Depends(_caller)]
+Signed = Annotated[Principal, Depends(_signed)]
+Admin = Annotated[Principal, Depends(_admin)]
 CoreDep = Annotated[Core, Depends(get_core)]
 OAuthDep = Annotated[OAuthServer, Depends(get_oauth)]

@@ -121,3 +121,28 @@ async def test_netbackup_then_netrestore_stages_a_checked_backup(
     assert staged.read_bytes() == blob
     r = await http.get(f"{MSL}/netrestore/", headers=admin)
     assert r.json()["staged"] == str(staged)
+
+
+async def test_docs_work_offline_and_openapi_declares_the_security_schemes(
+    http: httpx.AsyncClient,
+) -> None:
+    page = await http.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower() and "https://" not in page.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"):
+        assert f"/docs/static/{asset}" in page.text
+        r = await http.get(f"/docs/static/{asset}")
+        assert r.status_code == 200 and len(r.content) > 500, asset
+    schema = (await http.get("/openapi.json")).json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["oauth1"] == {
+        "type": "http",
+        "scheme": "OAuth",
+        "description": schemes["oauth1"]["description"],
+    }
+    assert schemes["session"]["type"] == "http" and schemes["session"]["scheme"] == "bearer"
+    paths = schema["paths"]
+    assert paths["/mslrest/mbg/v1/icps/"]["get"]["security"] == [{"oauth1": []}, {"session": []}]
+    assert paths["/mslrest/limen/v1/consumers/"]["get"]["security"] == [{"session": []}]
+    assert paths["/mslrest/initiate"]["post"]["security"] == [{"oauth1": []}]
+    assert "security" not in paths["/mslrest/limen/v1/session/"]["post"]

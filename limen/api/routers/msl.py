@@ -189,15 +189,21 @@ async def sysuser(username: str, core: CoreDep, caller: Caller) -> dict[str, Any
     raise HTTPException(404, f"no system user {username!r}")
 
 
-@router.api_route(
-    f"{MSL}/sysuser/{{rest:path}}",
-    methods=["POST", "PUT", "DELETE"],
-    summary="Not supported: administrators are managed with `limen admin`",
-)
 async def sysuser_change(rest: str, caller: Caller) -> None:
     raise _not_supported(
         "system users are Limen's administrators; add, change or remove them with "
         "`limen admin add|passwd|remove` on the node"
+    )
+
+
+for _method in ("POST", "PUT", "DELETE"):
+    router.add_api_route(
+        f"{MSL}/sysuser/{{rest:path}}",
+        sysuser_change,
+        methods=[_method],
+        operation_id=f"sysuser_{_method.lower()}_not_supported",
+        summary="Not supported: administrators are managed with `limen admin`",
+        status_code=501,
     )
 
 
@@ -319,13 +325,19 @@ async def netrestore(
 # -- AMC ----------------------------------------------------------------------------------
 
 
-@router.api_route(
-    f"{MSL}/amc/{{rest:path}}",
-    methods=["GET", "POST", "PUT", "DELETE"],
-    summary="Not supported: Mitel's licensing (AMC)",
-)
 async def amc(rest: str, caller: Caller) -> None:
     raise _not_supported(
         "the AMC is Mitel's licensing and software server; Limen needs no licence and "
         "is updated as a Python package"
+    )
+
+
+for _method in ("GET", "POST", "PUT", "DELETE"):
+    router.add_api_route(
+        f"{MSL}/amc/{{rest:path}}",
+        amc,
+        methods=[_method],
+        operation_id=f"amc_{_method.lower()}_not_supported",
+        summary="Not supported: Mitel's licensing (AMC)",
+        status_code=501,
     )
