@@ -26,6 +26,7 @@ from limen.commands import override as override_commands
 from limen.commands import phone as phone_commands
 from limen.commands import tma as tma_commands
 from limen.commands import token as token_commands
+from limen.commands._common import handle_errors
 from limen.config import config_file_path, load_settings, write_sample_config
 
 app = typer.Typer(
@@ -62,6 +63,7 @@ def version() -> None:
 
 
 @app.command()
+@handle_errors
 def init(
     config: ConfigOption = None,
     fqdn: Annotated[str, typer.Option(help="Public FQDN for certificates.")] = "limen.local",
@@ -80,6 +82,7 @@ def init(
 
 
 @app.command()
+@handle_errors
 def serve(config: ConfigOption = None) -> None:
     """Run Limen in the foreground (SIP listeners; Ctrl-C stops it)."""
     from limen.app import prepare, run
@@ -103,7 +106,15 @@ def serve(config: ConfigOption = None) -> None:
 
 
 def main() -> None:
-    app()
+    from limen.store.errors import StoreError
+
+    try:
+        app()
+    except (StoreError, OSError) as exc:
+        # Every command already answers its own errors in one line; this is the net
+        # for anything that escapes (a key file that cannot be read, a full disk).
+        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -208,6 +208,11 @@ def create_backup(settings: Settings, passphrase: str, engine: Engine | None = N
     certificates and config)."""
     if len(passphrase) < MIN_PASSPHRASE:
         raise BackupError(f"the passphrase must have at least {MIN_PASSPHRASE} characters")
+    if not settings.secret_key_path.is_file():
+        raise BackupError(
+            f"secret key file {settings.secret_key_path} is missing: a backup without it "
+            "could not give back any stored password"
+        )
     own = engine is None
     engine = engine or make_engine(settings.db_url)
     try:

@@ -28,6 +28,8 @@ from limen.store.db import utcnow
 from limen.store.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from limen.store.options import GlobalOptions
 from limen.store.schemas import (
+    TOKEN_KINDS,
+    TOKEN_STATUSES,
     AdminRecord,
     AdminTokenRecord,
     ConsumerCreate,
@@ -888,11 +890,21 @@ class TokenRepository(_Repo):
             expired=now >= row.expires_at,
             decided_by=row.decided_by,
             renewed_at=row.renewed_at,
+            verifier=row.verifier if row.status == "approved" else None,
         )
 
     def list(
         self, *, kind: str | None = None, status: str | None = None
     ) -> builtins.list[TokenRecord]:
+        if kind is not None and kind not in TOKEN_KINDS:
+            raise Invalid("kind", f"unknown token kind {kind!r} (one of {', '.join(TOKEN_KINDS)})")
+        statuses = TOKEN_STATUSES.get(kind or "", ()) or tuple(
+            itertools.chain.from_iterable(TOKEN_STATUSES.values())
+        )
+        if status is not None and status not in statuses:
+            raise Invalid(
+                "status", f"unknown token status {status!r} (one of {', '.join(statuses)})"
+            )
         now = utcnow()
         with self._session() as s:
             query = select(m.OAuthToken).options(selectinload(m.OAuthToken.consumer))

@@ -573,6 +573,14 @@ class ConsumerRecord(BaseModel):
     created_at: dt.datetime
 
 
+TOKEN_KINDS = ("temporary", "access")
+TOKEN_STATUSES = {
+    "temporary": ("pending", "approved", "rejected", "used"),
+    "access": ("active", "revoked"),
+}
+TokenStatus = Literal["pending", "approved", "rejected", "used", "active", "revoked"]
+
+
 class TokenRecord(BaseModel):
     token: str
     kind: str
@@ -584,6 +592,9 @@ class TokenRecord(BaseModel):
     expired: bool
     decided_by: str | None
     renewed_at: dt.datetime | None
+    # The 6-digit verifier of an approved temporary token, shown until the token is used
+    # (an admin who approved it may need to read it to the PBX again).
+    verifier: str | None = None
 
 
 class EventRecord(BaseModel):

@@ -21,6 +21,7 @@ from limen.store.schemas import (
     OverrideRecord,
     Permission,
     TokenRecord,
+    TokenStatus,
 )
 
 router = APIRouter(prefix="/mslrest/limen/v1", tags=["admin"])
@@ -118,7 +119,7 @@ async def list_tokens(
     core: CoreDep,
     admin: Admin,
     kind: Annotated[Literal["temporary", "access"] | None, Query()] = None,
-    status: Annotated[str | None, Query()] = None,
+    status: Annotated[TokenStatus | None, Query()] = None,
 ) -> dict[str, list[TokenRecord]]:
     return {"response": await run(lambda: core.store.tokens.list(kind=kind, status=status))}
 
