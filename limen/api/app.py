@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import DataError
 
 from limen import __version__
 from limen.api.guard import RequestGuard
@@ -71,6 +72,15 @@ def _request_validation(request: Request, exc: Exception) -> JSONResponse:
         for error in exc.errors()
     ]
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value (PostgreSQL: NUL in text, an integer out of range).
+    # RequestGuard and the models refuse these first; this keeps any that slip by a 4xx.
+    return JSONResponse(
+        {"detail": "a value was refused by the database (out of range or invalid text)"},
+        status_code=422,
+    )
 
 
 def _unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -134,6 +144,7 @@ def create_app(core: Core) -> FastAPI:
     app.add_exception_handler(Invalid, _invalid)
     app.add_exception_handler(ValidationError, _validation)
     app.add_exception_handler(StoreError, _unavailable)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     # Paths are served with or without their trailing slash (RequestGuard), never
     # redirected: a redirected signed request cannot keep a valid signature.
