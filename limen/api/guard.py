@@ -206,6 +206,15 @@ class RequestGuard:
         for prefix, size in self.large_bodies.items():
             if scope["path"].startswith(prefix):
                 limit = size
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await self._refuse(send, BadInput(413, f"request body larger than {limit} bytes"))
+            return
+        if not _is_json(scope):
+            # Not parsed here, so not buffered here either: a handler reads it after the
+            # caller is authenticated (a large upload costs memory only then).
+            await self.app(scope, _limited(receive, limit), send)
+            return
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -222,13 +231,40 @@ class RequestGuard:
             chunks.append(chunk)
             more = bool(message.get("more_body", False))
         body = b"".join(chunks)
-        if body and _is_json(scope):
+        if body:
             try:
                 check_json_body(body)
             except BadInput as exc:
                 await self._refuse(send, exc)
                 return
         await self.app(scope, _replay([body], None, receive), send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """A ``receive`` that ends the request (as a disconnect) past ``limit`` body bytes:
+    for a chunked body, whose size is not declared up front."""
+    seen = 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                return {"type": "http.disconnect"}
+        return message
+
+    return limited
 
 
 def _replay(bodies: list[bytes], pending: Message | None, receive: Receive) -> Receive:

@@ -238,3 +238,34 @@ def test_every_consumer_route_is_under_a_known_permission_path(core: Core) -> No
             continue
         relative = path.removeprefix("/mslrest")
         assert any(relative.startswith(p) for p in PERMISSION_PATHS), path
+
+
+async def test_bodies_are_bounded(http: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    big = '{"name": "pbx", "address": "192.0.2.10", "description": "' + "x" * (1 << 20) + '"}'
+    r = await http.post(ICPS, content=big, headers={**admin, "Content-Type": "application/json"})
+    assert r.status_code == 413
+    # Declared too large: refused from the header, before any byte of it is read.
+    r = await http.post(
+        "/mslrest/msl/v1/netrestore/",
+        content=b"x",
+        headers={"Content-Type": "application/octet-stream", "Content-Length": str(1 << 30)},
+    )
+    assert r.status_code == 413
+    # An unauthenticated upload is not read at all.
+    r = await http.post(
+        "/mslrest/msl/v1/netrestore/",
+        content=b"x" * 1000,
+        headers={"Content-Type": "application/octet-stream", "X-Limen-Passphrase": "p"},
+    )
+    assert r.status_code == 401
+
+
+async def test_allowed_uri_names_are_sip_hosts(any_http: httpx.AsyncClient) -> None:
+    options = "/mslrest/mbg/v1/globaloptions/"
+    for bad in (["limen example.net"], ["limen.example.net\r\n"], ["a@b"]):
+        r = await any_http.put(options, json={"allowed_uri_names": bad})
+        assert r.status_code == 422, (bad, r.text)
+    r = await any_http.put(
+        options, json={"allowed_uri_names": ["limen.example.net", "[2001:db8::1]"]}
+    )
+    assert r.status_code == 200, r.text
