@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -129,12 +129,13 @@ class RequestGuard:
     def __init__(
         self,
         app: ASGIApp,
-        routes: Iterable[BaseRoute] = (),
+        routes: Sequence[BaseRoute] = (),
         max_body: int = MAX_BODY,
         large_bodies: dict[str, int] | None = None,
     ) -> None:
         self.app = app
-        self.routes = list(routes)
+        # The live list: routes added after the middleware (a web console) count too.
+        self.routes = routes
         self.max_body = max_body
         # Path prefixes allowed larger bodies (a backup to restore).
         self.large_bodies = large_bodies or {}
