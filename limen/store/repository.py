@@ -730,7 +730,8 @@ class ConsumerRepository(_Repo):
             active=row.active,
             has_rsa_key=bool(row.rsa_public_key),
             permissions=[
-                Permission(path=p.path, read=p.read, write=p.write) for p in row.permissions
+                Permission.model_construct(path=p.path, read=p.read, write=p.write)
+                for p in row.permissions
             ],
             created_at=row.created_at,
         )
@@ -831,7 +832,8 @@ class ConsumerRepository(_Repo):
                 secret=self._box.decrypt(row.secret_enc),
                 rsa_public_key=row.rsa_public_key,
                 permissions=tuple(
-                    Permission(path=p.path, read=p.read, write=p.write) for p in row.permissions
+                    Permission.model_construct(path=p.path, read=p.read, write=p.write)
+                    for p in row.permissions
                 ),
             )
 
@@ -843,7 +845,9 @@ def _merge_permissions(permissions: Iterable[Permission]) -> builtins.list[Permi
         merged[p.path] = (
             p
             if old is None
-            else Permission(path=p.path, read=old.read or p.read, write=old.write or p.write)
+            else Permission.model_construct(
+                path=p.path, read=old.read or p.read, write=old.write or p.write
+            )
         )
     return list(merged.values())
 

@@ -269,3 +269,23 @@ async def test_allowed_uri_names_are_sip_hosts(any_http: httpx.AsyncClient) -> N
         options, json={"allowed_uri_names": ["limen.example.net", "[2001:db8::1]"]}
     )
     assert r.status_code == 200, r.text
+
+
+async def test_a_stored_permission_from_before_the_rule_still_lists(
+    http: httpx.AsyncClient, admin: dict[str, str], core: Core
+) -> None:
+    from limen.store import models
+    from limen.store.schemas import ConsumerCreate
+
+    core.store.consumers.create(ConsumerCreate(name="mv5000"))
+    with core.store.sessions() as s, s.begin():
+        consumer = s.query(models.Consumer).one()
+        s.add(
+            models.ConsumerPermission(
+                consumer=consumer, path="/mbg/v1/icps/:RW/", read=True, write=True
+            )
+        )
+    r = await http.get("/mslrest/limen/v1/consumers/", headers=admin)
+    assert r.status_code == 200
+    assert r.json()["response"][0]["permissions"][0]["path"] == "/mbg/v1/icps/:RW/"
+    assert core.store.consumers.auth("mv5000") is not None
