@@ -604,12 +604,27 @@ class DeviceRepository(_Repo):
 # -- global options ----------------------------------------------------------------------
 
 
+# PostgreSQL advisory lock key taken by every change of the global options: they are
+# validated as a whole (srtp_port_min < srtp_port_max), so two changes of different
+# options must not both read the old set (issue 14, lost updates).
+_OPTIONS_LOCK = 0x4C494D454E  # "LIMEN"
+
+
 class OptionsRepository(_Repo):
-    def get(self) -> GlobalOptions:
-        with self._session() as s:
-            stored = {row.name: row.value for row in s.scalars(select(m.GlobalOption))}
+    @staticmethod
+    def _read(s: Session) -> GlobalOptions:
+        stored = {row.name: row.value for row in s.scalars(select(m.GlobalOption))}
         known = {k: v for k, v in stored.items() if k in GlobalOptions.model_fields}
         return GlobalOptions.model_validate(known)
+
+    def get(self) -> GlobalOptions:
+        with self._session() as s:
+            return self._read(s)
+
+    def _lock(self, s: Session) -> None:
+        # SQLite: the transaction already holds the write lock (BEGIN IMMEDIATE, _tx).
+        if self._store.engine.dialect.name == "postgresql":
+            s.execute(select(func.pg_advisory_xact_lock(_OPTIONS_LOCK)))
 
     def set(
         self, values: dict[str, Any], actor: str = "system", *, strict: bool = False
@@ -619,10 +634,11 @@ class OptionsRepository(_Repo):
         unknown = sorted(set(values) - set(GlobalOptions.model_fields))
         if unknown:
             raise Invalid(unknown[0], f"unknown option (known: {', '.join(GlobalOptions.names())})")
-        merged = self.get().model_dump() | values
-        options = GlobalOptions.model_validate(merged, strict=strict)
-        dumped = options.model_dump(mode="json")
         with self._tx() as (s, changes):
+            self._lock(s)
+            merged = self._read(s).model_dump() | values
+            options = GlobalOptions.model_validate(merged, strict=strict)
+            dumped = options.model_dump(mode="json")
             for name in values:
                 row = s.get(m.GlobalOption, name)
                 if row is None:
@@ -640,6 +656,7 @@ class OptionsRepository(_Repo):
             if name not in GlobalOptions.model_fields:
                 raise Invalid(name, "unknown option")
         with self._tx() as (s, changes):
+            self._lock(s)
             s.execute(delete(m.GlobalOption).where(m.GlobalOption.name.in_(names)))
             for name in names:
                 changes.append(Change("options", "updated", name))
