@@ -47,8 +47,6 @@ app.add_typer(db_commands.app, name="db")
 app.add_typer(cert_commands.app, name="cert")
 app.add_typer(tma_commands.app, name="tma")
 app.add_typer(phone_commands.app, name="phone")
-app.command("backup")(backup_commands.backup)
-app.command("restore")(backup_commands.restore)
 
 ConfigOption = Annotated[
     Path | None,
@@ -103,6 +101,10 @@ def serve(config: ConfigOption = None) -> None:
     for line in prepare(settings):
         console.print(line)
     run(settings, announce=console.print)
+
+
+app.command("backup")(backup_commands.backup)
+app.command("restore")(backup_commands.restore)
 
 
 def main() -> None:

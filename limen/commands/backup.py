@@ -112,8 +112,7 @@ def restore(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Restore a backup onto this machine; a wrong passphrase or a damaged file changes
-    nothing."""
+    """Restore a backup here (SQLite or PostgreSQL); a bad passphrase or file changes nothing."""
     path = config_file_path(config)
     try:
         try:
