@@ -5,8 +5,10 @@ permission list)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import httpx
+from oauthlib.oauth1 import Client
 from test_api_oauth import pair, send
 
 from limen import __version__
@@ -18,7 +20,9 @@ from limen.store.schemas import ConsumerCreate, Permission
 MSL = "/mslrest/msl/v1"
 
 
-async def _paired(http: httpx.AsyncClient, admin: dict[str, str], core: Core, paths: list[str]):  # type: ignore[no-untyped-def]
+async def _paired(
+    http: httpx.AsyncClient, admin: dict[str, str], core: Core, paths: list[str]
+) -> Callable[..., Client]:
     name = f"pbx-{len(paths)}"
     _record, secret = core.store.consumers.create(
         ConsumerCreate(

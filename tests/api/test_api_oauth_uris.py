@@ -142,9 +142,9 @@ async def test_a_signature_over_another_spelling_of_the_path_is_refused(node: No
     node.core.store.devices.create(
         DeviceCreate(setside_username="+4930123", setside_password="pw-secret", icp="pbx")
     )
-    # Signed for "+4930123" (a literal '+', which a URL path takes as itself) but sent as
-    # %2B: the same device, yet not the URI that was signed... both spellings name the
-    # same resource only after decoding, which RFC 5849 does not do: refused.
+    # Signed for a literal '+' but sent as %2B. Both reach the same device once decoded,
+    # but '+' is a reserved character (RFC 3986 §2.2), so the two are different URIs and
+    # the signature, made over the other one, does not verify.
     path = "/mslrest/mbg/v1/devices/sip/"
     _uri, headers = sign_oauthlib(node.paired, "GET", node.base + path + "+4930123/", {}, None)
     r = await node.http.get(node.base + path + "%2B4930123/", headers=headers)
