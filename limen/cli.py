@@ -15,6 +15,7 @@ from rich.console import Console
 
 from limen import __version__
 from limen.commands import admin as admin_commands
+from limen.commands import backup as backup_commands
 from limen.commands import ban as ban_commands
 from limen.commands import cert as cert_commands
 from limen.commands import consumer as consumer_commands
@@ -26,6 +27,7 @@ from limen.commands import override as override_commands
 from limen.commands import phone as phone_commands
 from limen.commands import tma as tma_commands
 from limen.commands import token as token_commands
+from limen.commands._common import handle_errors
 from limen.config import config_file_path, load_settings, write_sample_config
 
 app = typer.Typer(
@@ -61,6 +63,7 @@ def version() -> None:
 
 
 @app.command()
+@handle_errors
 def init(
     config: ConfigOption = None,
     fqdn: Annotated[str, typer.Option(help="Public FQDN for certificates.")] = "limen.local",
@@ -79,6 +82,7 @@ def init(
 
 
 @app.command()
+@handle_errors
 def serve(config: ConfigOption = None) -> None:
     """Run Limen in the foreground (SIP listeners; Ctrl-C stops it)."""
     from limen.app import prepare, run
@@ -104,8 +108,20 @@ def serve(config: ConfigOption = None) -> None:
     run(settings, announce=console.print)
 
 
+app.command("backup")(backup_commands.backup)
+app.command("restore")(backup_commands.restore)
+
+
 def main() -> None:
-    app()
+    from limen.store.errors import StoreError
+
+    try:
+        app()
+    except (StoreError, OSError) as exc:
+        # Every command already answers its own errors in one line; this is the net
+        # for anything that escapes (a key file that cannot be read, a full disk).
+        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

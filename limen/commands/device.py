@@ -252,15 +252,21 @@ def import_(
                 )
     if as_json:
         print_json({"imported": imported, "errors": errors})
-        return
-    for error in check.errors:
-        err_console.print(
-            f"[yellow]{escape(str(file))}:{error.line}: skipped:[/] {escape(error.message)}"
-        )
-    console.print(
-        f"imported {imported} device(s)"
-        + (f", skipped {len(check.errors)} bad row(s)" if check.errors else "")
-    )
+    else:
+        for error in check.errors:
+            err_console.print(
+                f"[yellow]{escape(str(file))}:{error.line}: skipped:[/] {escape(error.message)}"
+            )
+        if imported:
+            console.print(
+                f"imported {imported} device(s)"
+                + (f", skipped {len(check.errors)} bad row(s)" if check.errors else "")
+            )
+        else:
+            err_console.print(f"[red]nothing imported[/] from {escape(str(file))}")
+    if not imported:
+        # A script must not take "no device imported" for success (issue 14).
+        raise typer.Exit(1)
 
 
 @app.command("export")

@@ -93,6 +93,18 @@ class GlobalOptions(BaseModel):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("allowed_uri_names")
+    @classmethod
+    def _sip_hosts(cls, value: list[str]) -> list[str]:
+        # These names are compared with Request-URI hosts: each must be a host the SIP
+        # layer can parse (imported here: limen.store.schemas imports this module).
+        from limen.store.schemas import is_sip_host
+
+        for name in value:
+            if not is_sip_host(name):
+                raise ValueError(f"{name!r} is not a SIP host name or address")
+        return value
+
     @model_validator(mode="after")
     def _port_range(self) -> GlobalOptions:
         if self.srtp_port_min >= self.srtp_port_max:

@@ -47,4 +47,4 @@ async def set_options(
         body = pairs
     if not body:
         raise HTTPException(422, "no option given")
-    return await run(core.store.options.set, body, caller.actor)
+    return await run(lambda: core.store.options.set(body, caller.actor, strict=True))
