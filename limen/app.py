@@ -41,6 +41,7 @@ from limen.sip.addressing import Transport
 from limen.sip.transaction import TimerConfig, TransactionLayer, response_destination
 from limen.store import Change, init_data, open_store
 from limen.store.bindings import BindingRepository
+from limen.store.realm import resolve_realm, with_realm
 from limen.transport import Limits, Listener, TransportLayer
 from limen.transport.addresses import family_of
 from limen.transport.tls import ensure_sip_certificate, server_context
@@ -63,6 +64,7 @@ def prepare(settings: Settings) -> list[str]:
     # with the SANs of the configuration and of MBG-style overrides rows (issue 6).
     store = open_store(settings)
     try:
+        resolve_realm(store, settings)
         lines.extend(ensure_certificates(settings, store))
     finally:
         store.close()
@@ -168,6 +170,9 @@ async def start(settings: Settings) -> RunningApp:
     transport.on_message = stack.receive
     transport.on_send_error = stack.send_error
     core = Core.open(settings)
+    # One stable digest realm (limen.store.realm): never derived from public_fqdn anew.
+    settings = with_realm(settings, resolve_realm(core.store, settings))
+    core.settings = settings
     directory = Directory.load(core.store)
     addresses = local_addresses(settings, directory)
     relay = _media_relay(settings, addresses, directory, core) if settings.media.relay else None
