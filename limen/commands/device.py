@@ -16,15 +16,15 @@ from limen.commands._common import (
     JsonOption,
     console,
     err_console,
+    explain,
     fail,
     handle_errors,
     print_json,
-    show_record,
     store_from,
     table,
 )
 from limen.store.devices_csv import check_devices_csv, export_devices_csv
-from limen.store.schemas import DeviceCreate, DeviceUpdate
+from limen.store.schemas import DEVICE_HELP, DeviceCreate, DeviceUpdate
 from limen.store.secrets import random_password
 
 app = typer.Typer(help="SIP devices: set-side and ICP-side credentials.", no_args_is_help=True)
@@ -33,6 +33,50 @@ Mac = Annotated[str | None, typer.Option("--mac", help="MAC address (MBG's clien
 Methods = Annotated[
     str | None, typer.Option(help="Challenge methods, e.g. INVITE,SUBSCRIBE ('' = global).")
 ]
+KeepaliveOpt = Annotated[
+    str | None,
+    typer.Option("--options-hb", help="OPTIONS keepalive: Always | Only behind NAT | Never."),
+]
+IntervalOpt = Annotated[
+    str | None, typer.Option("--heartbeat-interval", help="Keepalive interval, 1-180 s.")
+]
+PrackOpt = Annotated[str | None, typer.Option("--prack-support", help="PRACK: on | off.")]
+SecurityOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--set-side-rtp-security", help="SRTP toward the phone: Require | Prefer | Disable."
+    ),
+]
+CodecOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--setside-codec",
+        help="Unrestricted | G.711 only | G.722 only | G.729 only | Opus only.",
+    ),
+]
+FrameOpt = Annotated[
+    str | None, typer.Option("--rtpframesize", help="Dynamic | 10 | 20 | 30 | 40 | 60.")
+]
+
+# Per-device options: the CLI flag value '' means "back to the global option" (null).
+_ON = {"on", "true", "yes", "1"}
+_OFF = {"off", "false", "no", "0"}
+
+
+def _device_options(**values: str | None) -> dict[str, Any]:
+    """Per-device option flags → DeviceCreate/DeviceUpdate fields ('' → None)."""
+    out: dict[str, Any] = {}
+    for name, text in values.items():
+        if text is None:
+            continue
+        if text == "":
+            out[name] = None
+        elif name == "prack_support":
+            lowered = text.lower()
+            out[name] = True if lowered in _ON else False if lowered in _OFF else text
+        else:
+            out[name] = text
+    return out
 
 
 def _fields(**values: Any) -> dict[str, Any]:
@@ -52,10 +96,17 @@ def add(
     mac: Mac = None,
     description: Annotated[str | None, typer.Option()] = None,
     challenge_methods: Methods = None,
+    options_hb: KeepaliveOpt = None,
+    heartbeat_interval: IntervalOpt = None,
+    prack_support: PrackOpt = None,
+    set_side_rtp_security: SecurityOpt = None,
+    setside_codec: CodecOpt = None,
+    rtpframesize: FrameOpt = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Add a SIP device."""
+    """Add a SIP device. Per-device options left out follow the global options
+    (`limen device show` explains each)."""
     generated = password is None
     secret = password if password is not None else random_password(16)
     data = DeviceCreate.model_validate(
@@ -67,7 +118,15 @@ def add(
             icpside_password=icpside_password,
             clientid=mac,
             description=description,
+        )
+        | _device_options(
             challenge_methods=challenge_methods,
+            options_hb=options_hb,
+            heartbeat_interval=heartbeat_interval,
+            prack_support=prack_support,
+            set_side_rtp_security=set_side_rtp_security,
+            setside_codec=setside_codec,
+            rtpframesize=rtpframesize,
         )
     )
     with store_from(config) as store:
@@ -109,13 +168,24 @@ def list_(
 @app.command("show")
 @handle_errors
 def show(key: str, config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Show one device (by guid, set-side username or MAC); passwords are not shown."""
+    """Show one device (by guid, set-side username or MAC) with what each field means;
+    passwords are not shown. An empty per-device option follows the global option."""
     with store_from(config) as store:
         record = store.devices.get(key)
+        options = store.options.get().model_dump(mode="json")
     if as_json:
         print_json(record)
-    else:
-        show_record(f"device {record.setside_username}", record)
+        return
+    rows: list[tuple[str, Any, str, str]] = []
+    for name, value in record.model_dump(mode="json").items():
+        shown = ", ".join(str(v) for v in value) if isinstance(value, list) else value
+        note = ""
+        if value is None and name in options:
+            glob = options[name]
+            shown = ", ".join(str(v) for v in glob) if isinstance(glob, list) else glob
+            note = "global option"
+        rows.append((name, shown, note, DEVICE_HELP.get(name, "")))
+    explain(f"device {record.setside_username} (`limen device edit` changes any field)", rows)
 
 
 @app.command("edit")
@@ -132,10 +202,17 @@ def edit(
     mac: Mac = None,
     description: Annotated[str | None, typer.Option()] = None,
     challenge_methods: Methods = None,
+    options_hb: KeepaliveOpt = None,
+    heartbeat_interval: IntervalOpt = None,
+    prack_support: PrackOpt = None,
+    set_side_rtp_security: SecurityOpt = None,
+    setside_codec: CodecOpt = None,
+    rtpframesize: FrameOpt = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Change some fields of a device. --mac '' removes the MAC."""
+    """Change some fields of a device. --mac '' removes the MAC; '' for a per-device
+    option returns it to the global option."""
     values = _fields(
         setside_username=username,
         setside_password=password,
@@ -146,8 +223,15 @@ def edit(
     )
     if mac is not None:
         values["clientid"] = mac or None
-    if challenge_methods is not None:
-        values["challenge_methods"] = challenge_methods or None
+    values |= _device_options(
+        challenge_methods=challenge_methods,
+        options_hb=options_hb,
+        heartbeat_interval=heartbeat_interval,
+        prack_support=prack_support,
+        set_side_rtp_security=set_side_rtp_security,
+        setside_codec=setside_codec,
+        rtpframesize=rtpframesize,
+    )
     data = DeviceUpdate.model_validate(values)
     with store_from(config) as store:
         record = store.devices.update(key, data, CLI_ACTOR)

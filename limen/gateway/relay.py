@@ -4,7 +4,7 @@ Maps the gateway's policy onto the relay's mechanism:
 
 - The **set side** faces phones behind NAT: latching on, ``c=`` is the public media
   address, SRTP per ``set_side_rtp_security`` (per device: the device's override), codecs
-  per ``codec_support`` (per device: ``setside_codec``).
+  per the global ``setside_codec`` (or the device's own).
 - The **ICP side** faces the PBX: fixed to its SDP address, ``c=`` is the LAN address,
   SRTP per ``icp_side_rtp_security``.
 
@@ -59,7 +59,7 @@ def leg_policies(
     return {
         Side.SET.value: LegPolicy(
             Security.parse(security or options.set_side_rtp_security),
-            codecs_for(codec or options.codec_support),
+            codecs_for(codec or options.setside_codec),
         ),
         Side.ICP.value: LegPolicy(Security.parse(options.icp_side_rtp_security), None),
     }

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from limen.store import models as m
 from limen.store.db import utcnow
 from limen.store.errors import Conflict, Invalid, NotFound
-from limen.store.options import GlobalOptions
+from limen.store.options import OPTION_ALIASES, GlobalOptions, canonical_option
 from limen.store.schemas import (
     AdminRecord,
     AdminTokenRecord,
@@ -519,11 +519,18 @@ class OptionsRepository(_Repo):
     def get(self) -> GlobalOptions:
         with self._session() as s:
             stored = {row.name: row.value for row in s.scalars(select(m.GlobalOption))}
-        known = {k: v for k, v in stored.items() if k in GlobalOptions.model_fields}
+        # Rows written under a pre-issue-11 name (OPTION_ALIASES) still count; a row under
+        # the current name wins over one under the old.
+        known = {
+            k: v
+            for k, v in stored.items()
+            if k in GlobalOptions.model_fields or k in OPTION_ALIASES
+        }
         return GlobalOptions.model_validate(known)
 
     def set(self, values: dict[str, Any], actor: str = "system") -> GlobalOptions:
         """Change some options; the result is validated as a whole before it is saved."""
+        values = {canonical_option(k): v for k, v in values.items()}
         unknown = sorted(set(values) - set(GlobalOptions.model_fields))
         if unknown:
             raise Invalid(unknown[0], f"unknown option (known: {', '.join(GlobalOptions.names())})")
@@ -531,6 +538,9 @@ class OptionsRepository(_Repo):
         options = GlobalOptions.model_validate(merged)
         dumped = options.model_dump(mode="json")
         with self._tx() as (s, changes):
+            renamed = [old for old, new in OPTION_ALIASES.items() if new in values]
+            if renamed:  # the value now lives under its current name only
+                s.execute(delete(m.GlobalOption).where(m.GlobalOption.name.in_(renamed)))
             for name in values:
                 row = s.get(m.GlobalOption, name)
                 if row is None:
@@ -543,12 +553,13 @@ class OptionsRepository(_Repo):
         return options
 
     def reset(self, names: Iterable[str], actor: str = "system") -> GlobalOptions:
-        names = list(names)
+        names = [canonical_option(n) for n in names]
         for name in names:
             if name not in GlobalOptions.model_fields:
                 raise Invalid(name, "unknown option")
+        old_names = [o for o, n in OPTION_ALIASES.items() if n in names]
         with self._tx() as (s, changes):
-            s.execute(delete(m.GlobalOption).where(m.GlobalOption.name.in_(names)))
+            s.execute(delete(m.GlobalOption).where(m.GlobalOption.name.in_(names + old_names)))
             for name in names:
                 changes.append(Change("options", "updated", name))
             self._audit(s, "options", actor, f"global options reset: {', '.join(names)}")
