@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 
 from limen.config import Settings
 from limen.store import Store, models
@@ -38,12 +38,10 @@ def resolve_realm(store: Store, settings: Settings) -> str:
     if realm != recorded:
         with store.engine.begin() as conn:
             if recorded is None:
-                conn.execute(models.Meta.__table__.insert().values(key=REALM_KEY, value=realm))
+                conn.execute(insert(models.Meta).values(key=REALM_KEY, value=realm))
             else:
                 conn.execute(
-                    models.Meta.__table__.update()
-                    .where(models.Meta.key == REALM_KEY)
-                    .values(value=realm)
+                    update(models.Meta).where(models.Meta.key == REALM_KEY).values(value=realm)
                 )
         if recorded is not None:
             log.warning(

@@ -75,9 +75,7 @@ def test_server_override_gives_the_second_seed_row(
     assert tma.to_csv(export).split("\r\n")[2] == SEED_ROW_2
 
 
-def test_public_fqdn_only_when_declared_resolvable(
-    seed_store: Store, settings: Settings
-) -> None:
+def test_public_fqdn_only_when_declared_resolvable(seed_store: Store, settings: Settings) -> None:
     export = tma.build_export(seed_store, settings, "mv5000")
     assert {(r.proxy, r.registrar, r.https_server) for r in export.rows} == {
         ("localhost", "localhost", "localhost")
