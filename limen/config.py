@@ -175,6 +175,10 @@ class MediaSettings(BaseModel):
     # while on hold. Seconds.
     media_timeout: float = Field(60.0, gt=0)
     hold_timeout: float = Field(3600.0, gt=0)
+    # An ICP that answered 488/606 to an SRTP offer under icp_side_rtp_security "Prefer"
+    # gets plain RTP offers straight away for this many seconds (one INVITE per call
+    # instead of two); then SRTP is tried again, in case the PBX changed. 0: always try.
+    srtp_refusal_memory: float = Field(900.0, ge=0)
     # 0: the relay runs in the main process. N > 0: N worker processes, each owning a slice
     # of the port range (limen.media.workers), so media scales with cores.
     workers: int = Field(0, ge=0, le=256)

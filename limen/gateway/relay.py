@@ -16,6 +16,11 @@ For the call controller beyond :class:`MediaController`:
 
 - ``offer(..., plain=True)``: the retry after the PBX (or a phone under "Prefer") refused
   our SRTP offer with 488/606: the same offer, plain RTP/AVP toward that side, same ports.
+- An ICP that refused an SRTP offer is remembered (:class:`SrtpRefusals`, per ICP, for
+  ``media.srtp_refusal_memory`` seconds): while it is, offers toward it under "Prefer" are
+  plain RTP/AVP from the start, so a plain-RTP PBX costs one INVITE per call, not two
+  (issue 11). The first call, and the first after the memory lapses (a PBX that gained
+  SRTP), still try SRTP and fall back on 488/606.
 - ``on_timeout``: set it to a function of the Call-ID; it is called once when a call had
   no media for ``media.media_timeout`` (``media.hold_timeout`` on hold). BYE both legs,
   then ``delete``.
@@ -24,6 +29,7 @@ For the call controller beyond :class:`MediaController`:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +71,29 @@ def leg_policies(
     }
 
 
+class SrtpRefusals:
+    """ICPs whose last SRTP offer was refused, each until a deadline (``ttl`` seconds after
+    the refusal). One entry per ICP: bounded by the configuration, not by traffic."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._until: dict[str, float] = {}
+
+    def remember(self, icp: str) -> None:
+        if self.ttl > 0:
+            self._until[icp] = self._clock() + self.ttl
+
+    def refuses(self, icp: str) -> bool:
+        until = self._until.get(icp)
+        if until is None:
+            return False
+        if self._clock() >= until:
+            del self._until[icp]  # a PBX may have changed: try SRTP again
+            return False
+        return True
+
+
 class RelayMedia:
     """:class:`limen.gateway.media.MediaController` over a :class:`MediaEngine`."""
 
@@ -73,10 +102,15 @@ class RelayMedia:
         engine: MediaEngine,
         options: Callable[[], GlobalOptions],
         device_overrides: DeviceOverrides | None = None,
+        *,
+        icp_of_device: Callable[[str], str | None] | None = None,
+        refusals: SrtpRefusals | None = None,
     ) -> None:
         self.engine = engine
         self._options = options
         self._device_overrides = device_overrides
+        self._icp_of_device = icp_of_device
+        self.refusals = refusals if refusals is not None else SrtpRefusals(0.0)
 
     @property
     def on_timeout(self) -> Callable[[str], None] | None:
@@ -111,10 +145,21 @@ class RelayMedia:
         plain: bool = False,
     ) -> bytes:
         policies = self.policies(device)
-        if plain:
-            target = Side.ICP if from_side is Side.SET else Side.SET
-            if policies[target.value].security is Security.REQUIRE:
-                raise MediaRefused(488, "SRTP required")  # no plain retry under "Require"
+        target = Side.ICP if from_side is Side.SET else Side.SET
+        if plain and policies[target.value].security is Security.REQUIRE:
+            raise MediaRefused(488, "SRTP required")  # no plain retry under "Require"
+        icp = None
+        if target is Side.ICP and device is not None and self._icp_of_device is not None:
+            icp = self._icp_of_device(device)
+        if icp is not None:
+            if plain:  # the retry after this ICP's 488/606 to our SRTP offer
+                self.refusals.remember(icp)
+            elif (
+                policies[Side.ICP.value].security is Security.PREFER
+                and self.refusals.refuses(icp)
+            ):
+                log.debug("ICP %s refused SRTP recently: offering plain RTP at once", icp)
+                plain = True
         try:
             return self.engine.offer(call_id, from_side.value, sdp, policy=policies, plain=plain)
         except MediaError as exc:
@@ -170,4 +215,14 @@ def create_relay_media(
             media_timeout=media.media_timeout,
             hold_timeout=media.hold_timeout,
         )
-    return RelayMedia(engine, lambda: directory.options, device_overrides)
+    def icp_of_device(guid: str) -> str | None:
+        device = directory.devices.get(guid)
+        return device.icp if device is not None else None
+
+    return RelayMedia(
+        engine,
+        lambda: directory.options,
+        device_overrides,
+        icp_of_device=icp_of_device,
+        refusals=SrtpRefusals(media.srtp_refusal_memory),
+    )
