@@ -20,6 +20,7 @@ from limen.commands import consumer as consumer_commands
 from limen.commands import db as db_commands
 from limen.commands import device as device_commands
 from limen.commands import icp as icp_commands
+from limen.commands import operations as ops_commands
 from limen.commands import options as options_commands
 from limen.commands import override as override_commands
 from limen.commands import phone as phone_commands
@@ -54,6 +55,8 @@ app.add_typer(db_commands.app, name="db")
 app.add_typer(cert_commands.app, name="cert")
 app.add_typer(tma_commands.app, name="tma")
 app.add_typer(phone_commands.app, name="phone")
+app.command("doctor")(ops_commands.doctor)
+app.command("firewall")(ops_commands.firewall)
 
 ConfigOption = Annotated[
     Path | None,

@@ -154,9 +154,8 @@ class RelayMedia:
         if icp is not None:
             if plain:  # the retry after this ICP's 488/606 to our SRTP offer
                 self.refusals.remember(icp)
-            elif (
-                policies[Side.ICP.value].security is Security.PREFER
-                and self.refusals.refuses(icp)
+            elif policies[Side.ICP.value].security is Security.PREFER and self.refusals.refuses(
+                icp
             ):
                 log.debug("ICP %s refused SRTP recently: offering plain RTP at once", icp)
                 plain = True
@@ -215,6 +214,7 @@ def create_relay_media(
             media_timeout=media.media_timeout,
             hold_timeout=media.hold_timeout,
         )
+
     def icp_of_device(guid: str) -> str | None:
         device = directory.devices.get(guid)
         return device.icp if device is not None else None
