@@ -328,6 +328,10 @@ tls_port = 5061
 realm = "{realm}"
 # Which transports phones may use is the global option sip_udp / sip_tcp / sip_tls
 # (`limen options show`; UDP is off by default, as on MBG), not this file.
+# Digest algorithms of the challenges phones get. MD5 is what desk phones (and MBG) use;
+# some phones fail on a challenge set that also offers SHA-256 (RFC 8760; baresip 1.0:
+# "Function not implemented"). Add "SHA-256" when all of yours support it.
+digest_algorithms = ["MD5"]
 # tls_cert = "/etc/limen/sip.pem"   # empty: a self-signed certificate is generated
 # tls_key = "/etc/limen/sip.key"
 idle_timeout = 300

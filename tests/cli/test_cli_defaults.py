@@ -40,6 +40,7 @@ def test_init_defaults(tmp_path: Path) -> None:
     assert 'public_ip = "203.0.113.10"' in text and 'realm = "limen"' in text
     # No listener switch in the file: phones' transports are the global options.
     assert "udp = true" not in text and "sip_udp" in text
+    assert 'digest_algorithms = ["MD5"]' in text  # what every phone in the lab answers
     out = r.stdout
     assert "(missing)" not in out and "not issued by" not in out and "error" not in out.lower()
     password_lines = [line for line in out.splitlines() if "with password" in line]
