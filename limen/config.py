@@ -355,6 +355,8 @@ port = 4445
 # RTP/SRTP ports are the global options srtp_port_min / srtp_port_max (limen options set).
 relay = true
 media_timeout = 60
+# A PBX that refused SRTP (488) gets plain RTP offers at once for this long, seconds.
+# srtp_refusal_memory = 900
 # workers = 2   # the relay in 2 processes, each owning a slice of the ports (0: in-process)
 """
 

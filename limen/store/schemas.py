@@ -328,13 +328,15 @@ class DeviceUpdate(_DeviceOptions):
 
     model_config = ConfigDict(extra="forbid")
 
-    setside_username: str | None = None
-    setside_password: str | None = None
-    icp: str | None = None
-    icpside_username: str | None = None
-    icpside_password: str | None = None
-    clientid: str | None = None
-    description: str | None = Field(default=None, max_length=255)
+    setside_username: str | None = _d("setside_username")
+    setside_password: str | None = _d("setside_password")
+    icp: str | None = _d("icp")
+    icpside_username: str | None = _d("icpside_username")
+    icpside_password: str | None = _d("icpside_password")
+    clientid: str | None = _d("clientid")
+    description: str | None = Field(
+        default=None, max_length=255, description=DEVICE_HELP["description"]
+    )
 
     @model_validator(mode="before")
     @classmethod
