@@ -165,6 +165,15 @@ def list_(
     )
 
 
+def _shown(value: Any) -> Any:
+    """A value as `set` takes it: on/off for booleans, a,b for lists."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return value
+
+
 @app.command("show")
 @handle_errors
 def show(key: str, config: ConfigOption = None, as_json: JsonOption = False) -> None:
@@ -178,11 +187,11 @@ def show(key: str, config: ConfigOption = None, as_json: JsonOption = False) -> 
         return
     rows: list[tuple[str, Any, str, str]] = []
     for name, value in record.model_dump(mode="json").items():
-        shown = ", ".join(str(v) for v in value) if isinstance(value, list) else value
+        shown = _shown(value)
         note = ""
         if value is None and name in options:
             glob = options[name]
-            shown = ", ".join(str(v) for v in glob) if isinstance(glob, list) else glob
+            shown = _shown(glob)
             note = "global option"
         rows.append((name, shown, note, DEVICE_HELP.get(name, "")))
     explain(f"device {record.setside_username} (`limen device edit` changes any field)", rows)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -21,6 +21,15 @@ from limen.commands._common import (
 from limen.store.options import GlobalOptions, canonical_option, parse_option_text
 
 app = typer.Typer(help="Global options (SIP settings).", no_args_is_help=True)
+
+
+def _shown(value: Any) -> Any:
+    """A value as `set` takes it: on/off for booleans, a,b for lists."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return value
 
 
 @app.command("show")
@@ -48,7 +57,7 @@ def show(
         [
             (
                 key,
-                ", ".join(value) if isinstance(value, list) else value,
+                _shown(value),
                 "" if value == defaults[key] else "changed",
                 GlobalOptions.describe(key),
             )

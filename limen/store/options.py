@@ -73,14 +73,16 @@ SETTING_HELP: dict[str, str] = {
     "setside_codec": "Codecs offered toward phones (MBG 'Codec support'; formerly codec_support)"
     ": Unrestricted (figure 11), G.711 only, G.722 only, G.729 only, Opus only.",
     "rtpframesize": "RTP packetisation time, ms (MBG 'RTP frame size'; formerly rtp_frame_size): "
-    "Dynamic (figure 11: keep what the endpoints negotiate), 10, 20, 30, 40, 60.",
+    "Dynamic (figure 11: keep what the endpoints negotiate), 10, 20, 30, 40, 60. Stored "
+    "for MBG compatibility: Limen relays the endpoints' a=ptime unchanged for now.",
     "set_side_rtp_security": "SRTP toward phones: Require (figure 11: plain RTP offers are "
     "refused with 488), Prefer (SRTP when the phone offers it), Disable (plain RTP only).",
     "icp_side_rtp_security": "SRTP toward the PBX: Prefer (figure 11: offer SRTP, fall back to "
     "plain RTP when the PBX answers 488; the refusal is remembered per ICP for a while), "
     "Require, Disable (plain RTP: one INVITE per call to a PBX without SRTP).",
     "prack_support": "Reliable provisional responses (RFC 3262, 100rel/PRACK) relayed end to "
-    "end (figure 11: on). Off: Limen strips 100rel and refuses INVITEs requiring it. on/off.",
+    "end (figure 11: on). Off: Limen strips 100rel and refuses INVITEs requiring it. on/off. "
+    "(The global value applies; a per-device value is stored but not yet applied.)",
     "options_hb": "SIP OPTIONS keepalives from Limen to registered phones (MBG 'OPTIONS "
     "keepalive'; formerly options_keepalive): Always, Only behind NAT (figure 11: keeps the "
     "home router's NAT binding open), Never.",

@@ -23,14 +23,16 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Limen
+from typer.testing import Result
 
 from limen import certs
 from limen.config import load_settings
+
+Limen = Callable[..., Result]
 
 HASH = "9a48085c1b816fd1b512e8b186686a6"
 GOOD_HASH = "16a78df75f29020a19fb5fd14bfac940"
