@@ -59,13 +59,24 @@ def prepare(settings: Settings) -> list[str]:
     if not data.exists():
         data.mkdir(parents=True, exist_ok=True)
         lines.append(f"created data folder {data}")
-    lines.extend(init_data(settings))
+    made = init_data(settings)
+    lines.extend(made)
+    # init_data makes a provisional self-signed API pair that Limen's CA replaces just
+    # below: on a fresh install say "first issue", not "replacing a self-signed one".
+    fresh_api = any(line.startswith("created admin API certificate") for line in made)
     # Limen's own CA and the certificates of the SIP, provisioning and admin listeners,
     # with the SANs of the configuration and of MBG-style overrides rows (issue 6).
     store = open_store(settings)
     try:
         resolve_realm(store, settings)
-        lines.extend(ensure_certificates(settings, store))
+        for line in ensure_certificates(settings, store):
+            if fresh_api and line.startswith("issued admin API certificate"):
+                line = line.replace(
+                    "now signed by Limen's CA, replacing a self-signed one", "first issue"
+                )
+            lines.append(line)
+        if fresh_api:
+            lines = [line for line in lines if not line.startswith("created admin API certificate")]
     finally:
         store.close()
     if settings.sip.tls:

@@ -827,17 +827,44 @@ def check_nat(inp: DoctorInput) -> list[Finding]:
                 f'keep realm = "{inp.realm_recorded}" unless every phone is reconfigured',
             )
         )
+    out.append(_firewall_finding())
     out.append(
         Finding(
             "nat",
             "info",
-            "firewall",
+            "ports",
             "phones need SIP (TLS 5061 by default), HTTPS 4445 and the UDP relay range open "
             "from the internet; the admin API only from the PBX and admins",
             "limen firewall > limen.nft; nft -f limen.nft",
         )
     )
     return out
+
+
+def _firewall_finding() -> Finding:
+    """Whether the rule set of `limen firewall` is loaded (root and nft needed to tell)."""
+    import shutil
+    import subprocess
+
+    nft = shutil.which("nft")
+    if nft is None or os.geteuid() != 0:
+        return Finding("nat", "info", "firewall", "cannot tell (needs root and nft)")
+    try:
+        done = subprocess.run(
+            [nft, "list", "table", "inet", "limen"], capture_output=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return Finding("nat", "info", "firewall", "nft did not answer")
+    if done.returncode == 0:
+        return Finding("nat", "ok", "firewall", "the `inet limen` nftables table is loaded")
+    return Finding(
+        "nat",
+        "warn",
+        "firewall",
+        "no `inet limen` nftables table: nothing here limits what reaches Limen's ports",
+        "limen firewall --admin-from ADMIN_NETWORK > limen.nft && nft -f limen.nft "
+        "(or an equivalent rule set on the router)",
+    )
 
 
 def run_checks(inp: DoctorInput, only: set[str] | None = None) -> list[Finding]:

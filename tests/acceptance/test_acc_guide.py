@@ -364,6 +364,7 @@ def test_the_guide_from_install_to_a_call(guide_lab: SimpleNamespace) -> None:
             if block.body.strip() == "limen doctor":
                 assert "0 failure(s)" in done.stdout, done.stdout
                 assert "bound by Limen" in done.stdout, done.stdout
+                assert "`inet limen` nftables table is loaded" in done.stdout, done.stdout
             if "curl" in block.body and role == "homepc":
                 assert done.stdout.strip() == "200", done.stdout  # provisioning through Limen
             if "calls/count/" in block.body:

@@ -47,6 +47,9 @@ def test_init_defaults(tmp_path: Path) -> None:
     assert len(password_lines) == 1 and "(shown once" in password_lines[0]
     # The public IP is an IP entry only; no DNS entry for it unless asked.
     assert "for IP=203.0.113.10 (first issue)" in out and "DNS=203.0.113.10" not in out
+    issued = [line for line in out.splitlines() if line.startswith("issued ")]
+    assert len(issued) == 3 and all(line.endswith("(first issue)") for line in issued), out
+    assert "self-signed" not in out
     settings = load_settings(tmp_path / "limen.toml")
     assert settings.set_side_host == "203.0.113.10"
 
