@@ -52,6 +52,7 @@ from limen.sip.message import Request, Response
 from limen.sip.transaction import TimerConfig, TransactionLayer, response_destination
 from limen.store import Change, init_data, open_store
 from limen.store.bindings import BindingRepository
+from limen.store.realm import resolve_realm, with_realm
 from limen.transport import Limits, Listener, TransportLayer
 from limen.transport.addresses import family_of, format_hostport
 from limen.transport.tls import ensure_sip_certificate, server_context
@@ -69,12 +70,24 @@ def prepare(settings: Settings) -> list[str]:
     if not data.exists():
         data.mkdir(parents=True, exist_ok=True)
         lines.append(f"created data folder {data}")
-    lines.extend(init_data(settings))
+    made = init_data(settings)
+    lines.extend(made)
+    # init_data makes a provisional self-signed API pair that Limen's CA replaces just
+    # below: on a fresh install say "first issue", not "replacing a self-signed one".
+    fresh_api = any(line.startswith("created admin API certificate") for line in made)
     # Limen's own CA and the certificates of the SIP, provisioning and admin listeners,
     # with the SANs of the configuration and of MBG-style overrides rows (issue 6).
     store = open_store(settings)
     try:
-        lines.extend(ensure_certificates(settings, store))
+        resolve_realm(store, settings)
+        for line in ensure_certificates(settings, store):
+            if fresh_api and line.startswith("issued admin API certificate"):
+                line = line.replace(
+                    "now signed by Limen's CA, replacing a self-signed one", "first issue"
+                )
+            lines.append(line)
+        if fresh_api:
+            lines = [line for line in lines if not line.startswith("created admin API certificate")]
     finally:
         store.close()
     if settings.sip.tls:
@@ -187,6 +200,9 @@ async def start(settings: Settings) -> RunningApp:
     stack = SipStack(transport, layer)
     transport.on_send_error = stack.send_error
     core = Core.open(settings)
+    # One stable digest realm (limen.store.realm): never derived from public_fqdn anew.
+    settings = with_realm(settings, resolve_realm(core.store, settings))
+    core.settings = settings
     directory = Directory.load(core.store)
     guard = _guard(settings, core, directory)
     transport.source_filter = guard.allow_sip_packet  # bans, ACL, rate: before parsing

@@ -26,6 +26,20 @@ Hashes = Annotated[list[str] | None, typer.Option("--hash", help="Provisioning h
 Caps = Annotated[
     str | None, typer.Option("--capabilities", help="SIP transports the ICP accepts: udp,tcp,tls.")
 ]
+XmlListen = Annotated[
+    int | None,
+    typer.Option("--xml-listen-port", help="Port Limen listens on for the XML link (4445)."),
+]
+XmlDest = Annotated[
+    int | None,
+    typer.Option(
+        "--xml-destination-port",
+        help="Port of the PBX's config server / XML link (4445): where phone files come from.",
+    ),
+]
+Link = Annotated[
+    bool | None, typer.Option("--link/--no-link", help="XML/provisioning link enabled.")
+]
 
 
 def _fields(**values: Any) -> dict[str, Any]:
@@ -52,6 +66,9 @@ def add(
             help="Limen renders this ICP's phone files itself instead of proxying its server.",
         ),
     ] = None,
+    xml_listen_port: XmlListen = None,
+    xml_destination_port: XmlDest = None,
+    link: Link = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -69,6 +86,9 @@ def add(
             description=description,
             tls=tls,
             serves_configs=serves_configs,
+            xml_listen_port=xml_listen_port,
+            xml_destination_port=xml_destination_port,
+            link_enabled=link,
         )
     )
     with store_from(config) as store:
@@ -128,6 +148,9 @@ def edit(
             help="Limen renders this ICP's phone files itself instead of proxying its server.",
         ),
     ] = None,
+    xml_listen_port: XmlListen = None,
+    xml_destination_port: XmlDest = None,
+    link: Link = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -145,6 +168,9 @@ def edit(
             description=description,
             tls=tls,
             serves_configs=serves_configs,
+            xml_listen_port=xml_listen_port,
+            xml_destination_port=xml_destination_port,
+            link_enabled=link,
         )
     )
     with store_from(config) as store:

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from limen.store import models as m
 from limen.store.db import utcnow
 from limen.store.errors import Conflict, Invalid, NotFound, PreconditionFailed
-from limen.store.options import GlobalOptions
+from limen.store.options import OPTION_ALIASES, GlobalOptions, canonical_option
 from limen.store.schemas import (
     TOKEN_KINDS,
     TOKEN_STATUSES,
@@ -614,7 +614,13 @@ class OptionsRepository(_Repo):
     @staticmethod
     def _read(s: Session) -> GlobalOptions:
         stored = {row.name: row.value for row in s.scalars(select(m.GlobalOption))}
-        known = {k: v for k, v in stored.items() if k in GlobalOptions.model_fields}
+        # Rows written under a pre-issue-11 name (OPTION_ALIASES) still count; a row under
+        # the current name wins over one under the old.
+        known = {
+            k: v
+            for k, v in stored.items()
+            if k in GlobalOptions.model_fields or k in OPTION_ALIASES
+        }
         return GlobalOptions.model_validate(known)
 
     def get(self) -> GlobalOptions:
@@ -631,6 +637,7 @@ class OptionsRepository(_Repo):
     ) -> GlobalOptions:
         """Change some options; the result is validated as a whole before it is saved.
         ``strict``: JSON input, no coercion (true is not 1, "30" is not 30)."""
+        values = {canonical_option(k): v for k, v in values.items()}
         unknown = sorted(set(values) - set(GlobalOptions.model_fields))
         if unknown:
             raise Invalid(unknown[0], f"unknown option (known: {', '.join(GlobalOptions.names())})")
@@ -639,6 +646,9 @@ class OptionsRepository(_Repo):
             merged = self._read(s).model_dump() | values
             options = GlobalOptions.model_validate(merged, strict=strict)
             dumped = options.model_dump(mode="json")
+            renamed = [old for old, new in OPTION_ALIASES.items() if new in values]
+            if renamed:  # the value now lives under its current name only
+                s.execute(delete(m.GlobalOption).where(m.GlobalOption.name.in_(renamed)))
             for name in values:
                 row = s.get(m.GlobalOption, name)
                 if row is None:
@@ -651,13 +661,14 @@ class OptionsRepository(_Repo):
         return options
 
     def reset(self, names: Iterable[str], actor: str = "system") -> GlobalOptions:
-        names = list(names)
+        names = [canonical_option(n) for n in names]
         for name in names:
             if name not in GlobalOptions.model_fields:
                 raise Invalid(name, "unknown option")
+        old_names = [o for o, n in OPTION_ALIASES.items() if n in names]
         with self._tx() as (s, changes):
             self._lock(s)
-            s.execute(delete(m.GlobalOption).where(m.GlobalOption.name.in_(names)))
+            s.execute(delete(m.GlobalOption).where(m.GlobalOption.name.in_(names + old_names)))
             for name in names:
                 changes.append(Change("options", "updated", name))
             self._audit(s, "options", actor, f"global options reset: {', '.join(names)}")

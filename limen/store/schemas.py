@@ -18,6 +18,7 @@ from limen.sip.errors import SipParseError
 from limen.sip.uri import SipUri, parse_uri
 from limen.store.errors import Invalid
 from limen.store.options import (
+    SETTING_HELP,
     CodecSupport,
     KeepaliveMode,
     RtpFrameSize,
@@ -267,21 +268,59 @@ _DEVICE_NULLABLE = frozenset(
 )
 
 
+_PER_DEVICE = " Per device: empty (null) uses the global option of the same name."
+
+# What `limen device show` and the API schema say about each device field (per-device
+# options reuse the global options' text: limen.store.options.SETTING_HELP).
+DEVICE_HELP: dict[str, str] = {
+    "guid": "Limen's identifier of the device.",
+    "setside_username": "User name the phone registers with at Limen (its SIP account).",
+    "setside_password": "Password the phone uses with Limen (write-only).",
+    "icpside_username": "User name Limen registers with at the PBX for this phone "
+    "(default: the set-side one).",
+    "icpside_password": "Password Limen uses with the PBX (write-only; default: the set-side one).",
+    "icp": "The ICP (PBX) this phone belongs to: name or guid.",
+    "icp_guid": "guid of the ICP.",
+    "clientid": "The phone's MAC address (MBG's clientid), for TMA export and provisioning.",
+    "description": "Free text (up to 255 characters).",
+    **{
+        name: SETTING_HELP[name] + _PER_DEVICE
+        for name in (
+            "challenge_methods",
+            "options_hb",
+            "heartbeat_interval",
+            "prack_support",
+            "set_side_rtp_security",
+            "setside_codec",
+            "rtpframesize",
+        )
+    },
+    "max_calls": "Call admission: calls this phone may have in progress at once "
+    "(0 = no limit; empty = the global max_calls_per_device).",
+    "max_call_attempts": "Call admission: call attempts this phone may start per rolling "
+    "minute (0 = no limit; empty = the global max_call_attempts_per_minute).",
+}
+
+
+def _d(name: str) -> Any:
+    return Field(default=None, description=DEVICE_HELP[name])
+
+
 class _DeviceOptions(BaseModel):
     """Per-device overrides of the global options; None means "use the global value"."""
 
-    challenge_methods: list[str] | None = None
-    options_hb: KeepaliveMode | None = None
-    heartbeat_interval: int | None = Field(default=None, ge=1, le=180)
-    prack_support: bool | None = None
-    set_side_rtp_security: RtpSecurity | None = None
-    setside_codec: CodecSupport | None = None
-    rtpframesize: RtpFrameSize | None = None
-    max_calls: int | None = Field(
-        default=None, ge=0, le=1000, description="Calls in progress at once (0: no limit)"
+    challenge_methods: list[str] | None = _d("challenge_methods")
+    options_hb: KeepaliveMode | None = _d("options_hb")
+    heartbeat_interval: int | None = Field(
+        default=None, ge=1, le=180, description=DEVICE_HELP["heartbeat_interval"]
     )
+    prack_support: bool | None = _d("prack_support")
+    set_side_rtp_security: RtpSecurity | None = _d("set_side_rtp_security")
+    setside_codec: CodecSupport | None = _d("setside_codec")
+    rtpframesize: RtpFrameSize | None = _d("rtpframesize")
+    max_calls: int | None = Field(default=None, ge=0, le=1000, description=DEVICE_HELP["max_calls"])
     max_call_attempts: int | None = Field(
-        default=None, ge=0, le=10000, description="Call attempts per minute (0: no limit)"
+        default=None, ge=0, le=10000, description=DEVICE_HELP["max_call_attempts"]
     )
 
     @field_validator("challenge_methods", mode="before")
@@ -352,13 +391,13 @@ class DeviceCreate(_DeviceOptions):
 
     model_config = STRICT_INPUT
 
-    setside_username: str
-    setside_password: str
-    icp: str = Field(description="guid or name of the ICP")
-    icpside_username: str | None = None
-    icpside_password: str | None = None
-    clientid: str | None = None
-    description: str = Field(default="", max_length=255)
+    setside_username: str = Field(description=DEVICE_HELP["setside_username"])
+    setside_password: str = Field(description=DEVICE_HELP["setside_password"])
+    icp: str = Field(description=DEVICE_HELP["icp"])
+    icpside_username: str | None = Field(None, description=DEVICE_HELP["icpside_username"])
+    icpside_password: str | None = Field(None, description=DEVICE_HELP["icpside_password"])
+    clientid: str | None = Field(None, description=DEVICE_HELP["clientid"])
+    description: str = Field(default="", max_length=255, description=DEVICE_HELP["description"])
 
     _user = field_validator("setside_username")(classmethod(lambda cls, v: _check_user(v)))
     _icpuser = field_validator("icpside_username")(
@@ -376,13 +415,15 @@ class DeviceUpdate(_DeviceOptions):
 
     model_config = STRICT_INPUT
 
-    setside_username: str | None = None
-    setside_password: str | None = None
-    icp: str | None = None
-    icpside_username: str | None = None
-    icpside_password: str | None = None
-    clientid: str | None = None
-    description: str | None = Field(default=None, max_length=255)
+    setside_username: str | None = _d("setside_username")
+    setside_password: str | None = _d("setside_password")
+    icp: str | None = _d("icp")
+    icpside_username: str | None = _d("icpside_username")
+    icpside_password: str | None = _d("icpside_password")
+    clientid: str | None = _d("clientid")
+    description: str | None = Field(
+        default=None, max_length=255, description=DEVICE_HELP["description"]
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -401,22 +442,24 @@ class DeviceUpdate(_DeviceOptions):
 class DeviceRecord(BaseModel):
     """A device as shown to admins and consumers: no passwords."""
 
-    guid: str
-    setside_username: str
-    icpside_username: str
-    icp: str
-    icp_guid: str
-    clientid: str | None
-    description: str
-    challenge_methods: list[str] | None
-    options_hb: str | None
-    heartbeat_interval: int | None
-    prack_support: bool | None
-    set_side_rtp_security: str | None
-    setside_codec: str | None
-    rtpframesize: str | None
-    max_calls: int | None = None
-    max_call_attempts: int | None = None
+    guid: str = Field(description=DEVICE_HELP["guid"])
+    setside_username: str = Field(description=DEVICE_HELP["setside_username"])
+    icpside_username: str = Field(description=DEVICE_HELP["icpside_username"])
+    icp: str = Field(description=DEVICE_HELP["icp"])
+    icp_guid: str = Field(description=DEVICE_HELP["icp_guid"])
+    clientid: str | None = Field(description=DEVICE_HELP["clientid"])
+    description: str = Field(description=DEVICE_HELP["description"])
+    challenge_methods: list[str] | None = Field(description=DEVICE_HELP["challenge_methods"])
+    options_hb: str | None = Field(description=DEVICE_HELP["options_hb"])
+    heartbeat_interval: int | None = Field(description=DEVICE_HELP["heartbeat_interval"])
+    prack_support: bool | None = Field(description=DEVICE_HELP["prack_support"])
+    set_side_rtp_security: str | None = Field(description=DEVICE_HELP["set_side_rtp_security"])
+    setside_codec: str | None = Field(description=DEVICE_HELP["setside_codec"])
+    rtpframesize: str | None = Field(description=DEVICE_HELP["rtpframesize"])
+    max_calls: int | None = Field(default=None, description=DEVICE_HELP["max_calls"])
+    max_call_attempts: int | None = Field(
+        default=None, description=DEVICE_HELP["max_call_attempts"]
+    )
 
 
 class DeviceCredentials(BaseModel):
