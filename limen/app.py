@@ -29,6 +29,7 @@ from limen.gateway.auth import SetSideAuth
 from limen.gateway.calls import CALL_EXTENSIONS, CallController
 from limen.gateway.context import Directory, GatewayContext, LocalAddresses, local_addresses
 from limen.gateway.gateway import Gateway
+from limen.gateway.history import GatewayView, RecentCalls, SipHistory
 from limen.gateway.keepalive import Keepalive
 from limen.gateway.media import PassthroughMedia
 from limen.gateway.metrics import GatewayMetrics, Readings
@@ -108,6 +109,9 @@ class RunningApp:
         lines = [f"listening on {listener}" for listener in self.listeners]
         if self.api is not None:
             lines.append(f"admin API on https://{self.settings.api.bind}:{self.api.port}/mslrest/")
+            lines.append(
+                f"admin console on https://{self.settings.api.bind}:{self.api.port}/console/"
+            )
         if self.provisioning is not None:
             lines.append(
                 f"provisioning on https://{self.settings.provisioning.bind}:"
@@ -195,6 +199,11 @@ async def start(settings: Settings) -> RunningApp:
     )
     app.metrics = _gateway_metrics(transport, stack, registrar, calls, relay)
     core.metrics = app.metrics
+    # The console's view: registrations, recent calls, each call's SIP messages (bounded).
+    stack.history = SipHistory()
+    recent = RecentCalls()
+    calls.on_end = recent.add
+    core.gateway = GatewayView(registrar, calls, stack.history, recent)
     reload_directory = _directory_reloader(ctx, registrar)
     app.unsubscribe = core.bus.subscribe(reload_directory, asyncio.get_running_loop())
     app.config_watch = asyncio.create_task(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -110,6 +110,42 @@ class NullMetrics:
         return []
 
 
+class GatewayView(Protocol):
+    """What the console reads from the running gateway (``limen.gateway.history``)."""
+
+    def registrations(self) -> dict[str, dict[str, Any]]:
+        """Registered phones by device guid: address, transport, expires_in, nat."""
+        ...
+
+    def icp_links(self) -> dict[str, dict[str, int]]:
+        """ICP-side registrations per ICP name, counted by state."""
+        ...
+
+    def recent_calls(self) -> list[dict[str, Any]]:
+        """Calls that ended, newest first, with their outcome."""
+        ...
+
+    def messages(self, call_ids: Iterable[str]) -> list[Any]:
+        """The recorded SIP messages (``SipRecord``) of these Call-IDs, oldest first."""
+        ...
+
+
+class NullGateway:
+    """No SIP side running (the API or console alone): nothing registered, no calls."""
+
+    def registrations(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def icp_links(self) -> dict[str, dict[str, int]]:
+        return {}
+
+    def recent_calls(self) -> list[dict[str, Any]]:
+        return []
+
+    def messages(self, call_ids: Iterable[str]) -> list[Any]:
+        return []
+
+
 @dataclass
 class Core:
     """Settings, store and services of one Limen process."""
@@ -118,6 +154,7 @@ class Core:
     store: Store
     bus: ChangeBus = field(default_factory=ChangeBus)
     metrics: MetricsProvider = field(default_factory=NullMetrics)
+    gateway: GatewayView = field(default_factory=NullGateway)
 
     def __post_init__(self) -> None:
         self.store.on_change = self.bus.publish
