@@ -5,15 +5,15 @@ sends (the narrowest point that sees every message with its Source or Destinatio
 the console can draw a call's ladder and export its signalling as a pcap. It is bounded
 three ways, so a flood cannot grow it: at most ``max_calls`` Call-IDs (oldest evicted
 first), ``max_messages`` messages per Call-ID (later ones are counted, not kept) and
-``max_bytes`` of message text in total (oldest Call-IDs evicted until under). REGISTER
+``max_bytes`` in total (oldest Call-IDs evicted until under). REGISTER
 and OPTIONS are not recorded: keepalives and registrations of thousands of phones would
 evict every call within seconds.
 
-Memory (measured with tracemalloc, ``tests/web/test_history.py``): about 1.3 KB per
-recorded message on top of the message bytes themselves, i.e. ~17 KB for a 12-message
-call with SDP; the defaults (2,000 Call-IDs, 64 messages each, 32 MiB of text) cap the
-history at roughly 40 MB in the worst case and ~30 MB for 2,000 ordinary calls (both
-legs of 1,000 calls).
+Memory (measured with tracemalloc, ``tests/web/test_history.py``): 9.4 KiB for a
+12-message call with SDP on both legs, i.e. its 5.7 KB of message text plus ~310 bytes of
+bookkeeping per message. The byte cap counts that bookkeeping too (``RECORD_OVERHEAD`` per
+message), so ``max_bytes`` (32 MiB by default) bounds the whole history: about 3,500
+such calls fit before the oldest are evicted.
 
 :class:`RecentCalls` keeps the last calls that ended (outcome, legs, final media
 statistics); :class:`GatewayView` is what ``limen serve`` hands the console through
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from limen.gateway.registrar import Registrar
 
 SKIPPED_METHODS = frozenset({"REGISTER", "OPTIONS"})
+# Bytes one record costs besides its message text (the record, its tuples, list slot),
+# measured with tracemalloc; counted against ``max_bytes``.
+RECORD_OVERHEAD = 320
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,7 @@ class SipHistory:
 
     def __init__(
         self,
-        max_calls: int = 2000,
+        max_calls: int = 10000,
         max_messages: int = 64,
         max_bytes: int = 32 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
@@ -135,8 +138,9 @@ class SipHistory:
             data,
         )
         entry.records.append(record)
-        entry.size += len(data)
-        self.size += len(data)
+        cost = len(data) + RECORD_OVERHEAD
+        entry.size += cost
+        self.size += cost
         while self.size > self.max_bytes and len(self._calls) > 1:
             self._evict()
 
