@@ -65,7 +65,13 @@ async def anon(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def csrf_of(html: str) -> str:
+def csrf_of(html: str, action: str | None = None) -> str:
+    """The CSRF token inside the form posting to ``action`` (any form's when None): a
+    form whose own hidden field is missing or empty must fail here, as in a browser."""
+    if action is not None:
+        start = html.find(f'action="{action}"')
+        assert start >= 0, f"no form posting to {action}"
+        html = html[start : html.index("</form>", start)]
     found = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
     assert found is not None, html[:2000]
     return found.group(1)
@@ -91,4 +97,4 @@ async def post_form(
 ) -> httpx.Response:
     """GET ``page``, take its CSRF token, POST ``data`` to ``action`` like a browser."""
     html = (await client.get(page)).text
-    return await client.post(action, data={"csrf_token": csrf_of(html), **data}, **kw)
+    return await client.post(action, data={"csrf_token": csrf_of(html, action), **data}, **kw)

@@ -182,7 +182,10 @@ async def test_icp_add_edit_and_delete_with_the_api_confirmation_rule(
     assert r.status_code == 409 and "confirm deleting them too" in r.text
     assert core.store.icps.count() == 1
     # ... and deletes both once confirmed.
-    r = await http.post(f"{page}/delete", data={"csrf_token": csrf_of(r.text), "confirm": "1"})
+    r = await http.post(
+        f"{page}/delete",
+        data={"csrf_token": csrf_of(r.text, f"/console{page[8:]}/delete"), "confirm": "1"},
+    )
     assert r.status_code == 303
     assert core.store.icps.count() == 0 and core.store.devices.count() == 0
 
@@ -353,7 +356,7 @@ async def test_settings_apply_through_the_store_and_the_bus(
     for group in ("SIP support", "Registration mode", "Local streaming", "PRACK support"):
         assert f"<legend>{group}</legend>" in page
     form = {
-        "csrf_token": csrf_of(page),
+        "csrf_token": csrf_of(page, "/console/settings"),
         "sip_tcp": "on",
         "sip_tls": "on",
         "registration_mode": "Max Set-Side",
@@ -399,7 +402,8 @@ async def test_overrides_add_and_remove(http: httpx.AsyncClient, core: Core) -> 
     page = await http.get("/console/overrides")
     assert "secure_in::ssl::resign_add_subjectaltname" in page.text
     r = await http.post(
-        f"/console/overrides/{row.guid}/delete", data={"csrf_token": csrf_of(page.text)}
+        f"/console/overrides/{row.guid}/delete",
+        data={"csrf_token": csrf_of(page.text, f"/console/overrides/{row.guid}/delete")},
     )
     assert r.status_code == 303 and core.store.overrides.list() == []
 
@@ -428,7 +432,11 @@ async def test_pairing_a_pbx_with_approval_in_the_console(
     assert temp["oauth_token"] in page.text and ">Approve<" in page.text
     r = await http.post(
         f"/console/services/tokens/{temp['oauth_token']}/approve",
-        data={"csrf_token": csrf_of(page.text)},
+        data={
+            "csrf_token": csrf_of(
+                page.text, f"/console/services/tokens/{temp['oauth_token']}/approve"
+            )
+        },
     )
     page = await http.get(r.headers["location"])
     verifier = re.search(r'class="verifier">(\d{6})<', page.text)
@@ -447,7 +455,8 @@ async def test_pairing_a_pbx_with_approval_in_the_console(
     page = await http.get("/console/services")
     assert final in page.text
     r = await http.post(
-        f"/console/services/tokens/{final}/revoke", data={"csrf_token": csrf_of(page.text)}
+        f"/console/services/tokens/{final}/revoke",
+        data={"csrf_token": csrf_of(page.text, f"/console/services/tokens/{final}/revoke")},
     )
     assert r.status_code == 303 and core.store.tokens.list(kind="access") == []
 
@@ -461,7 +470,8 @@ async def test_alarms_filter_and_acknowledge(http: httpx.AsyncClient, core: Core
     assert "ICP mv5000 unreachable" in page.text
     assert "ICP mv5000 unreachable" in (await http.get("/console/")).text
     r = await http.post(
-        "/console/events/acknowledge", data={"csrf_token": csrf_of(page.text), "guid": alarm.guid}
+        "/console/events/acknowledge",
+        data={"csrf_token": csrf_of(page.text, "/console/events/acknowledge"), "guid": alarm.guid},
     )
     assert r.status_code == 303 and core.store.events.get(alarm.guid).cleared
     assert "ICP mv5000 unreachable" not in (await http.get("/console/events")).text
