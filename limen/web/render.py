@@ -98,6 +98,8 @@ def ladder_svg(rows: Sequence[LadderRow], href: str, width: int = 640) -> Markup
         out.append(
             f'<a href="{link}" hx-get="{link}" hx-target="#message" hx-swap="innerHTML" '
             f'class="msg {cls}" data-n="{row.index}">'
+            # The whole row is the target, not just the thin arrow.
+            f'<rect x="0" y="{y - step + 6}" width="{width}" height="{step}" class="hit"/>'
             f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" marker-end="url(#arrow)"/>'
             f'<text x="{(x1 + x2) / 2:.0f}" y="{y - 4}" text-anchor="middle">'
             f"{escape(row.label)}</text>"
