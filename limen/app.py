@@ -220,6 +220,7 @@ async def start(settings: Settings) -> RunningApp:
         if settings.provisioning.enabled:
             app.provisioning = ProvisioningServer(core)
             await app.provisioning.start()
+            core.provisioning_log = app.provisioning.recent
         app.metrics.start()
         app.cert_watch = asyncio.create_task(watch_certificates(core), name="limen-certs")
         tls_context = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -155,6 +155,8 @@ class Core:
     bus: ChangeBus = field(default_factory=ChangeBus)
     metrics: MetricsProvider = field(default_factory=NullMetrics)
     gateway: GatewayView = field(default_factory=NullGateway)
+    # The provisioning proxy's last requests (``AccessRecord``), refusals included.
+    provisioning_log: Sequence[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.store.on_change = self.bus.publish

@@ -63,7 +63,7 @@ class SipRecord:
         """``INVITE`` for requests, ``180 Ringing`` for responses (short, for arrows)."""
         line = self.first_line
         if line.startswith("SIP/2.0 "):
-            return line[8:48]
+            return line[8:38]
         return line.split(" ", 1)[0][:32]
 
 

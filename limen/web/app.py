@@ -966,7 +966,7 @@ def create_console(core: Core, on_auth_failure: AuthFailureHook | None = None) -
         except ValueError:
             address = ""
         port = core.settings.provisioning.port
-        access = list(getattr(core, "provisioning_log", []) or [])
+        access = list(core.provisioning_log)
         return page(
             request, "provisioning.html", session, icps=icps, address=address, port=port,
             enabled=core.settings.provisioning.enabled, access=access[-100:][::-1],
@@ -1010,11 +1010,15 @@ def create_console(core: Core, on_auth_failure: AuthFailureHook | None = None) -
         recent = [
             dict(c, streams=_streams(c.get("media") or {})) for c in core.gateway.recent_calls()
         ]
-        return page(request, "calls.html", session, calls=live_calls(), recent=recent[:100])
+        return page(
+            request, "calls.html", session, calls=live_calls(), recent=recent[:100], now=time.time()
+        )
 
     @app.get("/calls/live")
     async def calls_live(request: Request, session: Admin) -> HTMLResponse:
-        return page(request, "calls_live.html", session, partial=True, calls=live_calls())
+        return page(
+            request, "calls_live.html", session, partial=True, calls=live_calls(), now=time.time()
+        )
 
     def find_call(key: str) -> dict[str, Any]:
         for call in core.metrics.calls():

@@ -19,8 +19,7 @@ def calls_plot(points: Sequence[tuple[float, int]], width: int = 600, height: in
     pad_l, pad_b, pad_t = 34, 18, 8
     w, h = width - pad_l - 4, height - pad_b - pad_t
     parts = [
-        f'<svg class="plot" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="calls per hour" preserveAspectRatio="none">',
+        f'<svg class="plot" viewBox="0 0 {width} {height}" role="img" aria-label="calls per hour">',
         f'<rect x="{pad_l}" y="{pad_t}" width="{w}" height="{h}" class="frame"/>',
     ]
     if len(points) < 2:

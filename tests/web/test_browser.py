@@ -38,7 +38,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "gateway"))
 
-from gw_call_support import (  # noqa: E402
+from gw_call_support import (
     PBX_HOST,
     Kamailio,
     UdpUa,
@@ -46,18 +46,18 @@ from gw_call_support import (  # noqa: E402
     start_kamailio,
     wait_for,
 )
-from oauthlib.oauth1 import Client  # noqa: E402
+from oauthlib.oauth1 import Client
 
-from limen.app import RunningApp, prepare, start  # noqa: E402
-from limen.config import (  # noqa: E402
+from limen.app import RunningApp, prepare, start
+from limen.config import (
     ApiSettings,
     MediaSettings,
     ProvisioningSettings,
     Settings,
     SipSettings,
 )
-from limen.sip import Transport  # noqa: E402
-from limen.store import open_store  # noqa: E402
+from limen.sip import Transport
+from limen.store import open_store
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(120)]
 
@@ -349,9 +349,10 @@ async def test_admin_path_in_a_real_browser(
             await expect(recent).to_contain_text("answered")
             await expect(recent).to_contain_text("BYE from the set side")
             if shutil.which("tshark") is not None:
+                sip_port = limen.port(Transport.UDP)
                 read = subprocess.run(
-                    ["tshark", "-r", str(pcap), "-d", f"udp.port=={limen.port(Transport.UDP)},sip",
-                     "-T", "json", "-e", "sip.Method", "-e", "sip.Status-Code", "-e", "sip.Call-ID"],
+                    ["tshark", "-r", str(pcap), "-d", f"udp.port=={sip_port},sip", "-T", "json",
+                     "-e", "sip.Method", "-e", "sip.Status-Code", "-e", "sip.Call-ID"],
                     capture_output=True, text=True, timeout=60, check=True,
                 )  # fmt: skip
                 layers = [p["_source"]["layers"] for p in json.loads(read.stdout)]

@@ -11,8 +11,8 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
-from conftest import ADMIN, BASE, csrf_of, log_in, post_form
 from oauthlib.oauth1 import Client
+from web_support import ADMIN, BASE, csrf_of, log_in, post_form
 
 from limen.core import Core
 from limen.store.schemas import DeviceCreate, IcpCreate
