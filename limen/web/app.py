@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
 import jinja2
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -123,6 +124,21 @@ def _console(request: Request) -> Console:
 
 async def _form(request: Request) -> FormData:
     return await request.form(max_part_size=MAX_FORM_PART, max_fields=2000)
+
+
+LOGIN_BODY_LIMIT = 8192  # an unauthenticated body: a username, a password, a token
+
+
+async def _login_form(request: Request) -> dict[str, str]:
+    """The login form, read with a hard size limit before any parsing (the one body the
+    console accepts from someone not logged in)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > LOGIN_BODY_LIMIT:
+            raise HTTPException(413, "login form too large")
+    fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=16)
+    return {k: v[0] for k, v in fields.items()}
 
 
 async def current_session(request: Request) -> Session:
@@ -262,14 +278,16 @@ def create_console(core: Core, on_auth_failure: AuthFailureHook | None = None) -
 
     @app.post("/login")
     async def login(request: Request) -> Response:
-        form = await _form(request)
+        try:
+            form = await _login_form(request)
+        except ValueError as exc:  # more fields than a login form has
+            raise HTTPException(400, "not a login form") from exc
         nonce = request.cookies.get(LOGIN_COOKIE, "")
-        given = form.get(CSRF_FIELD)
-        if not nonce or not csrf_ok(csrf_for(nonce), given if isinstance(given, str) else None):
+        if not nonce or not csrf_ok(csrf_for(nonce), form.get(CSRF_FIELD)):
             raise HTTPException(403, "missing or wrong CSRF token: reload the login page")
         ip = _client_ip(request)
-        username = forms.text(form, "username")[:64]
-        password = str(form.get("password") or "")[:256]
+        username = form.get("username", "").strip()[:64]
+        password = form.get("password", "")[:256]
 
         def again(error: str, status: int) -> HTMLResponse:
             return page(

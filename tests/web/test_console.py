@@ -87,6 +87,15 @@ async def test_login_form_needs_its_csrf_cookie(anon: httpx.AsyncClient) -> None
     assert r.status_code == 403
 
 
+async def test_login_body_is_bounded(anon: httpx.AsyncClient) -> None:
+    form = await anon.get("/console/login")
+    r = await anon.post(
+        "/console/login",
+        data={"csrf_token": csrf_of(form.text), "username": "a" * 20000, "password": "x"},
+    )
+    assert r.status_code == 413
+
+
 async def test_failed_logins_are_reported_and_throttled(
     anon: httpx.AsyncClient, failures: list[tuple[Any, ...]]
 ) -> None:
