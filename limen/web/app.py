@@ -512,8 +512,9 @@ def create_console(core: Core, on_auth_failure: AuthFailureHook | None = None) -
     async def device_new(request: Request, session: Admin) -> HTMLResponse:
         icps = await run(core.store.icps.list)
         return page(
-            request, "device_form.html", session, device=None, values={}, errors={}, icps=icps
-        )
+            request, "device_form.html", session, device=None, values={}, errors={}, icps=icps,
+            options=forms.device_option_rows({}),
+        )  # fmt: skip
 
     def _device_values(form: FormData, creating: bool) -> dict[str, Any]:
         values: dict[str, Any] = {
@@ -531,6 +532,14 @@ def create_console(core: Core, on_auth_failure: AuthFailureHook | None = None) -
                 values[name] = ""
         if not creating:
             values = {k: v for k, v in values.items() if v is not None or k == "clientid"}
+        # Per-device overrides of the global options: empty means "use the global value"
+        # (null in the API: omitted on create, reset on edit).
+        for name in forms.DEVICE_OPTIONS:
+            raw = forms.text(form, f"opt_{name}")
+            if raw:
+                values[name] = raw
+            elif not creating:
+                values[name] = None
         return values
 
     @app.post("/devices/new")
@@ -546,12 +555,12 @@ def create_console(core: Core, on_auth_failure: AuthFailureHook | None = None) -
         except ValidationError as exc:
             return page(
                 request, "device_form.html", session, 422, device=None, values=shown,
-                errors=forms.field_errors(exc), icps=icps,
+                errors=forms.field_errors(exc), icps=icps, options=forms.device_option_rows(shown),
             )  # fmt: skip
         except (Conflict, Invalid) as exc:
             return page(
                 request, "device_form.html", session, 409, device=None, values=shown,
-                errors={"form": _reason(exc)}, icps=icps,
+                errors={"form": _reason(exc)}, icps=icps, options=forms.device_option_rows(shown),
             )  # fmt: skip
         console.flash(session, f"Device {record.setside_username} added.")
         return go(request, "/devices")
@@ -635,6 +644,7 @@ def create_console(core: Core, on_auth_failure: AuthFailureHook | None = None) -
         return page(
             request, "device_form.html", session, device=device, values=device.model_dump(),
             errors={}, icps=icps, registration=registration,
+            options=forms.device_option_rows(device.model_dump()),
         )  # fmt: skip
 
     @app.post("/devices/{key}")
@@ -651,12 +661,12 @@ def create_console(core: Core, on_auth_failure: AuthFailureHook | None = None) -
         except ValidationError as exc:
             return page(
                 request, "device_form.html", session, 422, device=device, values=shown,
-                errors=forms.field_errors(exc), icps=icps,
+                errors=forms.field_errors(exc), icps=icps, options=forms.device_option_rows(shown),
             )  # fmt: skip
         except (Conflict, Invalid) as exc:
             return page(
                 request, "device_form.html", session, 409, device=device, values=shown,
-                errors={"form": _reason(exc)}, icps=icps,
+                errors={"form": _reason(exc)}, icps=icps, options=forms.device_option_rows(shown),
             )  # fmt: skip
         console.flash(session, f"Device {record.setside_username} saved.")
         return go(request, "/devices")

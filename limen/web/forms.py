@@ -164,3 +164,39 @@ def permissions_from_form(form: FormData) -> list[dict[str, Any]]:
         mode = parts[1].lower() if len(parts) > 1 else "r"
         out.append({"path": parts[0], "read": "r" in mode, "write": "w" in mode})
     return out
+
+
+# Per-device overrides of the global options (MBG's device fields), with the global
+# option each one overrides (for its label and help).
+DEVICE_OPTIONS = {
+    "challenge_methods": "challenge_methods",
+    "options_hb": "options_keepalive",
+    "heartbeat_interval": "options_interval",
+    "prack_support": "prack_support",
+    "set_side_rtp_security": "set_side_rtp_security",
+    "setside_codec": "codec_support",
+    "rtpframesize": "rtp_frame_size",
+}
+
+
+def device_option_rows(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The device form's option rows: a choice list ("" = global) or free text."""
+    rows = []
+    for name, global_name in DEVICE_OPTIONS.items():
+        value = values.get(name)
+        if isinstance(value, list):
+            value = ", ".join(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        choices: tuple[str, ...] = GlobalOptions.choices(global_name)
+        if global_name == "prack_support":
+            choices = ("true", "false")
+        rows.append(
+            {
+                "name": name,
+                "label": OPTION_LABELS.get(global_name, name),
+                "choices": choices,
+                "value": "" if value is None else str(value),
+            }
+        )
+    return rows

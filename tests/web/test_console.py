@@ -290,6 +290,24 @@ async def test_device_edit_keeps_passwords_unless_given(
     assert r.status_code == 303
     creds = core.store.devices.credentials("7000")
     assert creds.setside_password == "old-pw" and creds.clientid == "00085D4330B8"
+    # Per-device options: set two, then back to the global values.
+    r = await post_form(
+        http, page, page,
+        {"setside_username": "7000", "icp": "pbx", "opt_set_side_rtp_security": "Disable",
+         "opt_challenge_methods": "invite, register", "opt_heartbeat_interval": "30"},
+    )  # fmt: skip
+    assert r.status_code == 303
+    record = core.store.devices.get("7000")
+    assert record.set_side_rtp_security == "Disable" and record.heartbeat_interval == 30
+    assert record.challenge_methods == ["INVITE", "REGISTER"]
+    assert record.clientid is None  # the MAC field was left empty
+    r = await post_form(
+        http, page, page, {"setside_username": "7000", "icp": "pbx", "opt_heartbeat_interval": "0"}
+    )
+    assert r.status_code == 422 and "greater than or equal to 1" in r.text
+    r = await post_form(http, page, page, {"setside_username": "7000", "icp": "pbx"})
+    record = core.store.devices.get("7000")
+    assert record.set_side_rtp_security is None and record.challenge_methods is None
     r = await post_form(http, page, f"{page}/delete", {})
     assert r.status_code == 303 and core.store.devices.count() == 0
 
