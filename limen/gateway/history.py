@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from limen.sip.addressing import Destination, Source
 from limen.sip.message import Message, Request, Response
@@ -41,9 +41,11 @@ SKIPPED_METHODS = frozenset({"REGISTER", "OPTIONS"})
 RECORD_OVERHEAD = 320
 
 
-@dataclass(frozen=True, slots=True)
-class SipRecord:
-    """One message as it crossed Limen: ``direction`` "in" (received) or "out" (sent)."""
+class SipRecord(NamedTuple):
+    """One message as it crossed Limen: ``direction`` "in" (received) or "out" (sent).
+
+    A NamedTuple rather than a frozen dataclass: one is made per SIP message on the hot
+    path, and it costs a third (see docs/architecture.md, "Where the code differs")."""
 
     time: float  # epoch seconds
     direction: str
@@ -102,7 +104,7 @@ class SipHistory:
     def sent(self, message: Message, data: bytes, dest: Destination) -> None:
         if not isinstance(message, Request | Response):
             return
-        self._add(message, data, "out", dest.transport.value, dest.local, (dest.host, dest.port))
+        self._add(message, data, "out", dest.transport, dest.local, (dest.host, dest.port))
 
     def _add(
         self,
@@ -128,15 +130,7 @@ class SipHistory:
         if len(entry.records) >= self.max_messages:
             entry.dropped += 1
             return
-        record = SipRecord(
-            self.clock(),
-            direction,
-            transport,
-            (str(local[0]), int(local[1])) if local else None,
-            (str(remote[0]), int(remote[1])),
-            call_id,
-            data,
-        )
+        record = SipRecord(self.clock(), direction, transport, local, remote, call_id, data)
         entry.records.append(record)
         cost = len(data) + RECORD_OVERHEAD
         entry.size += cost
