@@ -504,3 +504,96 @@ async def test_alarms_filter_and_acknowledge(http: httpx.AsyncClient, core: Core
     assert "ICP mv5000 unreachable" not in (await http.get("/console/events")).text
     cleared = await http.get("/console/events", params={"state": "cleared"})
     assert "ICP mv5000 unreachable" in cleared.text
+
+
+# -- certificates and provisioning -------------------------------------------------------------
+
+
+def self_signed(name: str, days: int = 30) -> tuple[bytes, bytes]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+async def test_certificates_ca_download_renew_and_operator_upload(
+    http: httpx.AsyncClient, core: Core
+) -> None:
+    from limen.certs import certificate_report, ensure_certificates, slot
+
+    ensure_certificates(core.settings, core)
+    page = await http.get("/console/certificates")
+    table = page.text[page.text.index('id="certificates"') :]
+    assert "DNS=limen.test" in table, table[:3000]
+    assert "issued by Limen's CA" in table
+    ca = await http.get("/console/certificates/ca.pem")
+    assert ca.status_code == 200 and ca.text.startswith("-----BEGIN CERTIFICATE-----")
+    # An operator's certificate whose key does not match is refused, nothing written.
+    cert_pem, key_pem = self_signed("sip.example.com")
+    _other, wrong_key = self_signed("other.example.com")
+    sip = slot(core.settings, "sip")
+    before = sip.cert_path.read_bytes()
+    action = "/console/certificates/upload"
+    r = await post_form(
+        http, "/console/certificates", action, {"slot": "sip"},
+        files={"cert": ("c.pem", cert_pem), "key": ("k.pem", wrong_key)},
+    )  # fmt: skip
+    page = await http.get(r.headers["location"])
+    assert "the key does not belong to the certificate" in page.text
+    assert sip.cert_path.read_bytes() == before
+    r = await post_form(
+        http, "/console/certificates", action, {"slot": "sip"},
+        files={"cert": ("c.pem", cert_pem), "key": ("k.pem", key_pem)},
+    )  # fmt: skip
+    page = await http.get(r.headers["location"])
+    assert "SIP/TLS certificate installed (CN=sip.example.com" in page.text
+    assert sip.cert_path.read_bytes() == cert_pem
+    # Renewing every generated certificate leaves the operator's alone.
+    r = await post_form(http, "/console/certificates", "/console/certificates/renew", {})
+    assert r.status_code == 303
+    assert sip.cert_path.read_bytes() == cert_pem
+    infos, _ = certificate_report(core.settings)
+    by_name = {i.name: i for i in infos}
+    assert by_name["sip"].operator and by_name["sip"].sans == ["DNS=sip.example.com"]
+    assert not by_name["api"].operator
+
+
+async def test_provisioning_hash_paths_and_tma_exports(http: httpx.AsyncClient, core: Core) -> None:
+    icp = core.store.icps.create(
+        IcpCreate(name="mv5000", address="10.0.0.1", hashes=["9a48085c1b816fd1b512e8b186686a6"])
+    )
+    core.store.devices.create(
+        DeviceCreate(setside_username="7000", setside_password="password1", icp="mv5000",
+                     clientid="00085D4330B8")
+    )  # fmt: skip
+    page = await http.get("/console/provisioning")
+    assert "https://limen.test:4445/9a48085c1b816fd1b512e8b186686a6/" in page.text
+    r = await http.get(f"/console/provisioning/{icp.guid}/tma.csv")
+    assert r.status_code == 200
+    assert "00085D4330B8,7000,7000,password1,limen.test,limen.test,limen.test," in r.text
+    r = await http.get(f"/console/provisioning/{icp.guid}/tma.xlsx")
+    assert r.status_code == 200 and r.content[:2] == b"PK"
+    assert r.headers["content-disposition"] == 'attachment; filename="tma_mv5000.xlsx"'
