@@ -82,6 +82,21 @@ async def test_post_without_or_with_wrong_csrf_token_is_refused(
     assert r.status_code == 303 and core.store.icps.count() == 1
 
 
+async def test_every_post_route_checks_the_csrf_token(app: Any, http: httpx.AsyncClient) -> None:
+    """Every POST of the console, found from its routes: refused without the token."""
+    from starlette.routing import Mount
+
+    [console] = [r.app for r in app.routes if isinstance(r, Mount) and r.path == "/console"]
+    posts = [
+        r.path for r in console.routes if "POST" in getattr(r, "methods", ()) and r.path != "/login"
+    ]
+    assert len(posts) >= 18
+    for path in posts:
+        url = "/console" + re.sub(r"\{[^}]+\}", "x", path)
+        r = await http.post(url, data={"name": "x"})
+        assert r.status_code == 403, (path, r.status_code)
+
+
 async def test_login_form_needs_its_csrf_cookie(anon: httpx.AsyncClient) -> None:
     r = await anon.post("/console/login", data={"username": ADMIN[0], "password": ADMIN[1]})
     assert r.status_code == 403
