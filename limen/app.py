@@ -17,6 +17,7 @@ import gc
 import logging
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +25,19 @@ from typing import Any
 from limen.api.server import ApiServer
 from limen.certs import ensure_certificates, watch_certificates
 from limen.config import Settings
+from limen.control import ControlServer, bans_path, load_bans, save_bans
 from limen.core import Core
 from limen.gateway.auth import SetSideAuth
 from limen.gateway.calls import CALL_EXTENSIONS, CallController
-from limen.gateway.context import Directory, GatewayContext, LocalAddresses, local_addresses
+from limen.gateway.context import (
+    Directory,
+    GatewayContext,
+    LocalAddresses,
+    local_addresses,
+    route_source_address,
+)
 from limen.gateway.gateway import Gateway
+from limen.gateway.guard import Guard, ban_line
 from limen.gateway.history import GatewayView, RecentCalls, SipHistory
 from limen.gateway.keepalive import Keepalive
 from limen.gateway.media import PassthroughMedia
@@ -38,12 +47,14 @@ from limen.gateway.relay import RelayMedia, create_relay_media
 from limen.gateway.stack import SipStack
 from limen.gateway.upstream import UpstreamRegistrar
 from limen.provisioning import ProvisioningServer
-from limen.sip.addressing import Transport
+from limen.security import Ban
+from limen.sip.addressing import Source, Transport
+from limen.sip.message import Request, Response
 from limen.sip.transaction import TimerConfig, TransactionLayer, response_destination
 from limen.store import Change, init_data, open_store
 from limen.store.bindings import BindingRepository
 from limen.transport import Limits, Listener, TransportLayer
-from limen.transport.addresses import family_of
+from limen.transport.addresses import family_of, format_hostport
 from limen.transport.tls import ensure_sip_certificate, server_context
 
 log = logging.getLogger("limen")
@@ -97,6 +108,9 @@ class RunningApp:
     keepalive: Keepalive | None = None
     calls: CallController | None = None
     unsubscribe: Callable[[], None] | None = None
+    guard: Guard | None = None
+    control: ControlServer | None = None
+    guard_task: asyncio.Task[None] | None = None
 
     def port(self, transport: Transport, family: socket.AddressFamily = socket.AF_INET) -> int:
         """The port actually bound for ``transport`` (useful with port 0)."""
@@ -108,10 +122,9 @@ class RunningApp:
     def describe(self) -> list[str]:
         lines = [f"listening on {listener}" for listener in self.listeners]
         if self.api is not None:
-            lines.append(f"admin API on https://{self.settings.api.bind}:{self.api.port}/mslrest/")
-            lines.append(
-                f"admin console on https://{self.settings.api.bind}:{self.api.port}/console/"
-            )
+            host = format_hostport(self.api.host, self.api.port)
+            lines.append(f"admin API on https://{host}/mslrest/")
+            lines.append(f"admin console on https://{host}/console/")
         if self.provisioning is not None:
             lines.append(
                 f"provisioning on https://{self.settings.provisioning.bind}:"
@@ -127,7 +140,11 @@ class RunningApp:
                 await self.keepalive.close()
             if self.registrar is not None:
                 await self.registrar.close()
-            for task in (self.config_watch,):
+            if self.control is not None:
+                await self.control.stop()
+            if self.guard is not None:
+                _save_bans(self.settings, self.guard)
+            for task in (self.config_watch, self.guard_task):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -166,13 +183,21 @@ async def start(settings: Settings) -> RunningApp:
     # force_rport()): phones behind NAT cannot be reached on the port their Via names.
     layer = TransactionLayer(
         TimerConfig(t1=sip.t1, t2=sip.t2, t4=sip.t4),
+        auto_trying=False,  # the stack says Trying after the gateway, unless it answered
         response_destination=functools.partial(response_destination, force_rport=True),
     )
     stack = SipStack(transport, layer)
-    transport.on_message = stack.receive
     transport.on_send_error = stack.send_error
     core = Core.open(settings)
     directory = Directory.load(core.store)
+    guard = _guard(settings, core, directory)
+    transport.source_filter = guard.allow_sip_packet  # bans, ACL, rate: before parsing
+
+    def receive(message: Request | Response, source: Source) -> None:
+        if guard.screen(message, source):  # scanners' User-Agents
+            stack.receive(message, source)
+
+    transport.on_message = receive
     addresses = local_addresses(settings, directory)
     relay = _media_relay(settings, addresses, directory, core) if settings.media.relay else None
     ctx = GatewayContext(
@@ -185,7 +210,7 @@ async def start(settings: Settings) -> RunningApp:
     )
     registrar = Registrar(
         ctx,
-        SetSideAuth(ctx),
+        SetSideAuth(ctx, on_failure=guard.auth_failure),
         upstream=UpstreamRegistrar(ctx),
         repository=BindingRepository(core.store),
     )
@@ -195,27 +220,37 @@ async def start(settings: Settings) -> RunningApp:
         relay.on_timeout = calls.media_timeout  # no media: BYE both legs
     stack.tu = Gateway(ctx, registrar=registrar, calls=calls, supported=CALL_EXTENSIONS)
     app = RunningApp(
-        settings, transport, stack, core, registrar=registrar, keepalive=keepalive, calls=calls
+        settings,
+        transport,
+        stack,
+        core,
+        registrar=registrar,
+        keepalive=keepalive,
+        calls=calls,
+        guard=guard,
     )
-    app.metrics = _gateway_metrics(transport, stack, registrar, calls, relay)
+    app.metrics = _gateway_metrics(transport, stack, registrar, calls, relay, guard)
     core.metrics = app.metrics
     # The console's view: registrations, recent calls, each call's SIP messages (bounded).
     stack.history = SipHistory()
     recent = RecentCalls()
     calls.on_end = recent.add
     core.gateway = GatewayView(registrar, calls, stack.history, recent)
-    reload_directory = _directory_reloader(ctx, registrar)
+    reload_directory = _directory_reloader(ctx, registrar, guard)
     app.unsubscribe = core.bus.subscribe(reload_directory, asyncio.get_running_loop())
     app.config_watch = asyncio.create_task(
         _watch_config_version(core, reload_directory, settings.config_poll),
         name="limen-config-watch",
     )
     try:
+        app.control = ControlServer(settings, guard)
+        await app.control.start()
+        app.guard_task = asyncio.create_task(_guard_upkeep(settings, guard), name="limen-guard")
         if relay is not None:
             await relay.start()
             app.media = relay
         if settings.api.enabled:
-            app.api = ApiServer(core)
+            app.api = ApiServer(core, host=api_bind(settings, directory))
             await app.api.start()
         if settings.provisioning.enabled:
             app.provisioning = ProvisioningServer(core)
@@ -245,12 +280,77 @@ async def start(settings: Settings) -> RunningApp:
     return app
 
 
+def _guard(settings: Settings, core: Core, directory: Directory) -> Guard:
+    """The guard of every listener, with the bans saved by the last run restored."""
+    loop = asyncio.get_running_loop()
+
+    def record(ban: Ban) -> None:  # an alarm per ban, written off the loop
+        def write() -> None:
+            try:
+                core.store.events.add(
+                    ban_line(ban), kind="alarm", severity="major", source="security"
+                )
+            except Exception:
+                log.exception("could not record the ban event")
+
+        loop.call_soon_threadsafe(lambda: loop.run_in_executor(None, write))
+
+    guard = Guard(settings.security, on_ban=record)
+    restored = guard.bans.restore(load_bans(bans_path(settings)), time.time())
+    if restored:
+        log.info("restored %d ban(s) in force", restored)
+    guard.set_icp_addresses(icp.address for icp in directory.icps.values())
+    core.security = guard
+    return guard
+
+
+def api_bind(settings: Settings, directory: Directory) -> str:
+    """Where the admin API listens: ``api.bind`` if set, else the LAN side only."""
+    if settings.api.bind:
+        return settings.api.bind
+    lan = settings.sip.lan_ip
+    if not lan:
+        for icp in directory.icps.values():
+            lan = route_source_address(icp.address, icp.port) or ""
+            if lan:
+                break
+    if not lan:
+        log.warning(
+            "admin API on 127.0.0.1 only: no LAN address known yet (set sip.lan_ip, add an "
+            "ICP, or set api.bind)"
+        )
+        return "127.0.0.1"
+    return lan
+
+
+def _save_bans(settings: Settings, guard: Guard) -> None:
+    try:
+        save_bans(bans_path(settings), guard.list_bans())
+    except OSError:
+        log.warning("could not save the bans to %s", bans_path(settings), exc_info=True)
+
+
+async def _guard_upkeep(settings: Settings, guard: Guard, interval: float = 2.0) -> None:
+    """Save the bans when they change (so a restart keeps them) and expire old state."""
+    saved = guard.changes
+    ticks = 0
+    while True:
+        await asyncio.sleep(interval)
+        ticks += 1
+        if ticks % 30 == 0:
+            guard.expire()
+        if guard.changes != saved:
+            saved = guard.changes
+            await asyncio.to_thread(_save_bans, settings, guard)
+
+
 def _gateway_metrics(
     transport: TransportLayer,
     stack: SipStack,
     registrar: Registrar,
     calls: CallController,
     relay: RelayMedia | None,
+    guard: Guard | None = None,
 ) -> GatewayMetrics:
     """MBG's metrics read from the running parts (``/mslrest/mbg/v1/metrics/``)."""
 
@@ -280,6 +380,7 @@ def _gateway_metrics(
                 },
                 "calls_total": {"started": calls.calls_started},
                 "media_packets_dropped_total": drops,
+                **(guard.counters() if guard is not None else {}),
             },
         )
 
@@ -322,7 +423,9 @@ async def _watch_config_version(
             notify(Change("device", "updated", "*"))
 
 
-def _directory_reloader(ctx: GatewayContext, registrar: Registrar) -> Callable[[Change], None]:
+def _directory_reloader(
+    ctx: GatewayContext, registrar: Registrar, guard: Guard | None = None
+) -> Callable[[Change], None]:
     """A bus subscriber: reload the gateway's Directory (off the loop, coalesced) when
     ICPs, devices or options change, then let the registrar drop deleted devices."""
     pending: list[asyncio.Task[None]] = []
@@ -339,6 +442,8 @@ def _directory_reloader(ctx: GatewayContext, registrar: Registrar) -> Callable[[
         ctx.directory.devices = fresh.devices
         ctx.directory._by_setside = fresh._by_setside
         ctx.directory._icp_by_host = fresh._icp_by_host
+        if guard is not None:
+            guard.set_icp_addresses(icp.address for icp in fresh.icps.values())
         registrar.directory_changed()
 
     def on_change(change: Change) -> None:

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from limen import __version__
 from limen.commands import admin as admin_commands
+from limen.commands import ban as ban_commands
 from limen.commands import cert as cert_commands
 from limen.commands import consumer as consumer_commands
 from limen.commands import db as db_commands
@@ -45,6 +46,7 @@ app.add_typer(db_commands.app, name="db")
 app.add_typer(cert_commands.app, name="cert")
 app.add_typer(tma_commands.app, name="tma")
 app.add_typer(phone_commands.app, name="phone")
+app.add_typer(ban_commands.app, name="ban")
 
 ConfigOption = Annotated[
     Path | None,
@@ -90,6 +92,9 @@ def serve(config: ConfigOption = None) -> None:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from limen.logs import install
+
+    install(settings.security.log_rate)  # a flood must not flood the log too
     # Migration chatter on every start says nothing an operator needs.
     logging.getLogger("alembic").setLevel(
         max(logging.WARNING, logging.getLevelName(settings.log_level))

@@ -8,6 +8,7 @@ Environment overrides use ``__`` between levels: ``LIMEN_SIP__UDP_PORT=5070``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,10 @@ class SipSettings(BaseModel):
 
 
 class ApiSettings(BaseModel):
-    bind: str = "0.0.0.0"
+    # Empty: the LAN side only (sip.lan_ip, else the address the routing table uses toward
+    # the first ICP, else 127.0.0.1). Exposing the API to the internet is an explicit
+    # choice: "0.0.0.0" (issue 10).
+    bind: str = ""
     port: int = Field(8443, ge=0, le=65535)
     enabled: bool = True
     # TLS material for the admin API; empty means "self-signed pair in the data directory"
@@ -171,6 +175,77 @@ class MediaSettings(BaseModel):
     workers: int = Field(0, ge=0, le=256)
 
 
+# User-Agent values of well-known SIP scanners (SIPVicious' "friendly-scanner", sipcli,
+# sundayddr, iWar, VaxSIPUserAgent, ...): requests carrying one, matched case-insensitively
+# as a substring, are dropped without an answer.
+DEFAULT_SCANNER_AGENTS = [
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "sip-scan",
+    "sipscan",
+    "sundayddr",
+    "iwar",
+    "vaxsipuseragent",
+    "pplsip",
+    "smap",
+    "sivus",
+    "voipbuster",
+    "sip auditor",
+]
+
+
+class SecuritySettings(BaseModel):
+    """Edge protections (issue 10, docs/security.md): bans, rate limits, ACLs."""
+
+    # Failed authentications (SIP digest, API signatures and logins, console logins,
+    # provisioning hashes) per source address within failure_window seconds, and per
+    # (source, user), before the source is banned.
+    max_failures: int = Field(10, ge=1)
+    max_failures_per_user: int = Field(5, ge=1)
+    failure_window: float = Field(60.0, gt=0)
+    # Ban length, doubled for each repeat offence of the source within a day, up to
+    # max_ban_time. A banned source gets no answer at all, on any listener.
+    ban_time: float = Field(600.0, gt=0)
+    max_ban_time: float = Field(86400.0, gt=0)
+    # Networks never counted, rate-limited nor banned (CIDRs). The ICPs' addresses are
+    # always trusted.
+    trusted: list[str] = Field(default_factory=list)
+    # SIP messages per source address per sip_rate_window seconds (Kamailio pike-like);
+    # a source over the limit is banned like a guesser. 0 disables.
+    sip_rate_limit: int = Field(60, ge=0)
+    sip_rate_window: float = Field(2.0, gt=0)
+    # Allow / deny lists (CIDRs) per listener. SIP lists apply to the set side (every
+    # source that is not an ICP). Empty allow = everyone; deny wins.
+    sip_allow: list[str] = Field(default_factory=list)
+    sip_deny: list[str] = Field(default_factory=list)
+    api_allow: list[str] = Field(default_factory=list)
+    api_deny: list[str] = Field(default_factory=list)
+    provisioning_allow: list[str] = Field(default_factory=list)
+    provisioning_deny: list[str] = Field(default_factory=list)
+    scanner_user_agents: list[str] = Field(default_factory=lambda: list(DEFAULT_SCANNER_AGENTS))
+    # Log lines of one kind per second under attack; the rest are counted and summarised.
+    log_rate: float = Field(10.0, gt=0)
+
+    @field_validator(
+        "trusted",
+        "sip_allow",
+        "sip_deny",
+        "api_allow",
+        "api_deny",
+        "provisioning_allow",
+        "provisioning_deny",
+    )
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not an address or network: {item!r}") from exc
+        return value
+
+
 class Settings(BaseSettings):
     """All of Limen's static settings. Runtime-editable options live in the store."""
 
@@ -198,6 +273,7 @@ class Settings(BaseSettings):
     provisioning: ProvisioningSettings = ProvisioningSettings()
     media: MediaSettings = MediaSettings()
     certs: CertSettings = CertSettings()
+    security: SecuritySettings = SecuritySettings()
 
     @field_validator("log_level")
     @classmethod
@@ -304,6 +380,9 @@ max_message_size = 65536
 
 [api]
 port = 8443
+# Empty: the LAN side only (sip.lan_ip, else the address toward the ICP). The PBX pairs
+# over the LAN; "0.0.0.0" exposes the admin API to the internet (not recommended).
+# bind = ""
 
 [provisioning]
 port = 4445
@@ -315,6 +394,20 @@ port = 4445
 [certs]
 # Extra subjectAltName entries for the certificates Limen's CA issues.
 # extra_names = ["DNS=sbc.example.net", "IP=198.51.100.7"]
+
+[security]
+# Failed authentications per source (and per source and user) within failure_window
+# seconds before the source is banned for ban_time seconds (doubled on each repeat).
+max_failures = 10
+max_failures_per_user = 5
+failure_window = 60
+ban_time = 600
+# SIP messages per source per sip_rate_window seconds (0: no limit).
+sip_rate_limit = 60
+sip_rate_window = 2
+# Never banned nor rate-limited (the ICPs always are): e.g. ["10.0.0.0/8"].
+trusted = []
+# Allow / deny lists per listener, e.g. sip_deny = ["192.0.2.0/24"]. See docs/security.md.
 
 [media]
 # RTP/SRTP ports are the global options srtp_port_min / srtp_port_max (limen options set).

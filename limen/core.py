@@ -146,6 +146,23 @@ class NullGateway:
         return []
 
 
+class SecurityHooks(Protocol):
+    """What the listeners above the gateway (API, console, provisioning) need of the
+    guard (:class:`limen.gateway.guard.Guard`): report failures, ask about bans."""
+
+    def auth_failure(self, address: str, user: str | None, kind: str) -> object: ...
+
+    def allow_http(self, address: str, listener: str) -> bool: ...
+
+    def banned(self, address: str) -> bool: ...
+
+    def list_bans(self) -> list[Any]: ...
+
+    def ban(self, address: str, seconds: float | None = None, detail: str = "") -> Any: ...
+
+    def unban(self, address: str) -> bool: ...
+
+
 @dataclass
 class Core:
     """Settings, store and services of one Limen process."""
@@ -157,6 +174,14 @@ class Core:
     gateway: GatewayView = field(default_factory=NullGateway)
     # The provisioning proxy's last requests (``AccessRecord``), refusals included.
     provisioning_log: Sequence[Any] = field(default_factory=list)
+
+    # The running guard (set by limen.app.start); None in tools and tests without one.
+    security: SecurityHooks | None = None
+
+    def auth_failure(self, address: str | None, user: str | None, kind: str) -> None:
+        """Report a failed authentication toward bans (no-op without a guard)."""
+        if self.security is not None and address:
+            self.security.auth_failure(address, user, kind)
 
     def __post_init__(self) -> None:
         self.store.on_change = self.bus.publish

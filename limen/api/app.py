@@ -23,6 +23,7 @@ from limen.api.routers import (
     icps,
     metrics,
     pairing,
+    security,
     tma,
 )
 from limen.core import Core
@@ -78,6 +79,7 @@ def create_app(core: Core) -> FastAPI:
         configuration,
         pairing,
         admin,
+        security,
         tma,
     ):
         app.include_router(module.router)

@@ -64,9 +64,19 @@ async def oauth_inputs(request: Request) -> tuple[str, str, str, dict[str, str]]
     return request_uri(request), request.method, text, headers
 
 
-async def _admin_from_bearer(core: Core, token: str) -> Principal:
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client is not None else None
+
+
+def auth_failed(request: Request, core: Core, user: str | None, kind: str) -> None:
+    """Count a failed authentication of this request's source toward bans (issue 10)."""
+    core.auth_failure(client_address(request), user, kind)
+
+
+async def _admin_from_bearer(core: Core, token: str, request: Request) -> Principal:
     username = await run_in_threadpool(core.store.admins.resolve_token, token)
     if username is None:
+        auth_failed(request, core, None, "api-token")
         raise _unauthorized("unknown or expired admin token")
     return Principal("admin", username)
 
@@ -84,12 +94,13 @@ async def authenticate(
     """Any caller allowed by its credentials and, for consumers, by its permissions."""
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
-        return await _admin_from_bearer(core, auth[7:].strip())
+        return await _admin_from_bearer(core, auth[7:].strip(), request)
     if not _has_oauth(request):
         raise _unauthorized("authentication required: an OAuth 1.0a signature or a bearer token")
     uri, method, body, headers = await oauth_inputs(request)
     result = await run_in_threadpool(oauth.verify, uri, method, body, headers)
     if result.status != 200 or result.consumer is None:
+        auth_failed(request, core, None, "api-signature")
         raise _unauthorized(result.reason or "invalid signature")
     consumer = result.consumer
     if not consumer.active:
@@ -110,7 +121,7 @@ async def authenticate_admin(
         if _has_oauth(request):
             raise HTTPException(403, "this endpoint is for admins, not consumers")
         raise _unauthorized("admin authentication required (bearer token)")
-    return await _admin_from_bearer(core, auth[7:].strip())
+    return await _admin_from_bearer(core, auth[7:].strip(), request)
 
 
 Caller = Annotated[Principal, Depends(authenticate)]

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from limen.api.app import create_app
 from limen.certs import ensure_self_signed
@@ -24,6 +25,21 @@ class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def guarded_protocol(core: Core) -> type[H11Protocol]:
+    """uvicorn's HTTP protocol, closing connections from banned or ACL-refused sources
+    before they are read (no answer at all, issue 10)."""
+
+    class GuardedH11Protocol(H11Protocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            guard = core.security
+            peer = transport.get_extra_info("peername")
+            if guard is not None and peer and not guard.allow_http(str(peer[0]), "api"):
+                transport.abort()
+
+    return GuardedH11Protocol
 
 
 class ApiServer:
@@ -51,9 +67,14 @@ class ApiServer:
             log_config=None,
             access_log=False,
             server_header=False,
+            http=guarded_protocol(core),
         )
         self.server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def host(self) -> str:
+        return str(self.server.config.host)
 
     @property
     def port(self) -> int:

@@ -31,8 +31,32 @@ app = typer.Typer(help="SIP devices: set-side and ICP-side credentials.", no_arg
 
 Mac = Annotated[str | None, typer.Option("--mac", help="MAC address (MBG's clientid).")]
 Methods = Annotated[
-    str | None, typer.Option(help="Challenge methods, e.g. INVITE,SUBSCRIBE ('' = global).")
+    str | None,
+    typer.Option(
+        help="Methods always challenged for this device, e.g. INVITE,SUBSCRIBE; '' = use "
+        "the global option. Other requests pass without digest only from the device's "
+        "registration binding.",
+    ),
 ]
+
+
+MaxCalls = Annotated[
+    int | None,
+    typer.Option(help="Calls in progress at once for this device (0: no limit; -1: global)."),
+]
+MaxAttempts = Annotated[
+    int | None,
+    typer.Option(help="Call attempts per minute for this device (0: no limit; -1: global)."),
+]
+
+
+def _limits(max_calls: int | None, max_call_attempts: int | None) -> dict[str, Any]:
+    """The call-admission overrides given on the command line (-1 = back to global)."""
+    out: dict[str, Any] = {}
+    for name, value in (("max_calls", max_calls), ("max_call_attempts", max_call_attempts)):
+        if value is not None:
+            out[name] = None if value == -1 else value
+    return out
 
 
 def _fields(**values: Any) -> dict[str, Any]:
@@ -52,6 +76,8 @@ def add(
     mac: Mac = None,
     description: Annotated[str | None, typer.Option()] = None,
     challenge_methods: Methods = None,
+    max_calls: MaxCalls = None,
+    max_call_attempts: MaxAttempts = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -69,6 +95,7 @@ def add(
             description=description,
             challenge_methods=challenge_methods,
         )
+        | _limits(max_calls, max_call_attempts)
     )
     with store_from(config) as store:
         record = store.devices.create(data, CLI_ACTOR)
@@ -132,6 +159,8 @@ def edit(
     mac: Mac = None,
     description: Annotated[str | None, typer.Option()] = None,
     challenge_methods: Methods = None,
+    max_calls: MaxCalls = None,
+    max_call_attempts: MaxAttempts = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -148,6 +177,7 @@ def edit(
         values["clientid"] = mac or None
     if challenge_methods is not None:
         values["challenge_methods"] = challenge_methods or None
+    values.update(_limits(max_calls, max_call_attempts))
     data = DeviceUpdate.model_validate(values)
     with store_from(config) as store:
         record = store.devices.update(key, data, CLI_ACTOR)

@@ -74,8 +74,11 @@ class SetSideAuth:
         secret: bytes | None = None,
         nonce_lifetime: float = NONCE_LIFETIME,
         clock: Clock = time.time,
+        on_failure: Callable[[str, str | None, str], object] | None = None,
     ) -> None:
         self.ctx = ctx
+        # (source address, username, "sip"): failures toward bans (limen.gateway.guard).
+        self.on_failure = on_failure
         self._secret = secret if secret is not None else derive_secret(ctx, b"digest-nonce")
         self._lifetime = nonce_lifetime
         self._clock = clock
@@ -142,8 +145,13 @@ class SetSideAuth:
             return device
         status = 407 if proxy else 401
         headers: list[tuple[str, str]]
-        if result in (VerifyResult.BAD_RESPONSE, VerifyResult.UNKNOWN_USER):
-            self.failures += 1
+        if result is VerifyResult.USED_NONCE:
+            # A guess on a nonce that a wrong answer already burnt: no verdict, a new
+            # challenge (one nonce buys one guess, DigestServer's max_failures_per_nonce).
+            self._failed(request, source, proxy)
+            headers = self.challenge_headers(proxy=proxy)
+        elif result in (VerifyResult.BAD_RESPONSE, VerifyResult.UNKNOWN_USER):
+            self._failed(request, source, proxy)
             log.info(
                 "digest failure for %s %s from %s:%d",
                 request.method,
@@ -156,10 +164,16 @@ class SetSideAuth:
         self._respond(txn, request, status, headers)
         return None
 
+    def _failed(self, request: Request, source: Source, proxy: bool) -> None:
+        self.failures += 1
+        if self.on_failure is not None:
+            user = _username(request, proxy)
+            self.on_failure(source.remote[0], None if user == "?" else user, "sip")
+
     def challenged_methods(self, device: DeviceCredentials) -> frozenset[str]:
         """The methods challenged for ``device``: its own list, else the global option."""
         methods = device.challenge_methods
-        if methods is None:
+        if not methods:  # None or empty: the global option (issue 9)
             methods = self.ctx.options.challenge_methods
         return frozenset(m.upper() for m in methods)
 
@@ -170,11 +184,13 @@ class SetSideAuth:
         status: int,
         headers: list[tuple[str, str]],
     ) -> None:
+        # Statelessly (TransactionLayer.respond_stateless): an unauthenticated request
+        # costs one answer and no state, never a retransmitted transaction (no reflection).
         to_tag = None if request.to_tag is not None else secrets.token_hex(6)
         response = request.create_response(
             status, None, to_tag=to_tag, headers=[*headers, *self.ctx.server_headers()]
         )
-        self.ctx.stack.respond(txn, response)
+        self.ctx.stack.respond_stateless(txn, response)
 
 
 def _username(request: Request, proxy: bool) -> str:

@@ -63,15 +63,10 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import quote, unquote
 
-from limen.gateway.context import GatewayContext, Side, icp_destination
+from limen.gateway.admission import CallAdmission, Limits
+from limen.gateway.context import GatewayContext, Side, icp_destination, side_of
+from limen.gateway.gate import Authenticator, SetSideGate
 from limen.gateway.media import MediaRefused, PassthroughMedia
-from limen.gateway.options import (
-    ACCEPT,
-    ACCEPT_ENCODING,
-    ACCEPT_LANGUAGE,
-    ALLOWED_METHODS,
-    allow_header,
-)
 from limen.sip.addressing import Destination, Source, Transport
 from limen.sip.dialog import Dialog, new_call_id, new_tag
 from limen.sip.digest import answer_challenge, format_credentials, select_challenge
@@ -149,14 +144,7 @@ MAX_AUTH_ROUNDS: Final = 2  # ICP challenges answered per request (a new nonce e
 # --- what the controller needs from the registration side ---------------------------------
 
 
-class SetSideAuthenticator(Protocol):
-    """:class:`limen.gateway.auth.SetSideAuth`."""
-
-    def check(
-        self, txn: ServerTransaction, request: Request, source: Source, *, proxy: bool
-    ) -> DeviceCredentials | None: ...
-
-    def challenged_methods(self, device: DeviceCredentials) -> frozenset[str]: ...
+SetSideAuthenticator = Authenticator  # :class:`limen.gateway.auth.SetSideAuth`
 
 
 class PhoneBinding(Protocol):
@@ -164,6 +152,9 @@ class PhoneBinding(Protocol):
 
     @property
     def device_guid(self) -> str: ...
+
+    @property
+    def source(self) -> Source: ...
 
     def destination(self) -> Destination: ...
 
@@ -326,6 +317,7 @@ class Call:
     # RFC 3264 offer/answer: the side whose offer awaits an answer (None: no offer out).
     offer_from: Side | None = None
     started: float = field(default_factory=time.time)  # epoch seconds, for the API
+    admitted: str | None = None  # the ICP guid it was counted under (call admission)
     log: CallLog = field(init=False)
 
     def __post_init__(self) -> None:
@@ -357,10 +349,13 @@ class CallController:
         auth: SetSideAuthenticator | None = None,
         registrar: BindingLookup | None = None,
         timer_c: float | None = None,
+        admission: CallAdmission | None = None,
     ) -> None:
         self.ctx = ctx
         self.auth = auth
         self.registrar = registrar
+        self.admission = admission if admission is not None else CallAdmission()
+        self.gate = SetSideGate(ctx, auth, registrar)
         self.timer_c = timer_c if timer_c is not None else ctx.settings.sip.timer_c
         self._legs: dict[tuple[str, str], Leg] = {}  # (Call-ID, our tag) → leg
         self._by_call_id: dict[str, list[Leg]] = {}
@@ -377,7 +372,8 @@ class CallController:
             self._handle(txn, request, source, side)
         except SipError as exc:
             log.info("bad %s from %s:%d: %s", request.method, *source.remote, exc)
-            self._answer(txn, request, getattr(exc, "status", None) or 400, str(exc)[:80])
+            status = getattr(exc, "status", None) or 400
+            self._answer(txn, request, status, str(exc)[:80], stateless=True)
 
     def cancel(
         self,
@@ -387,8 +383,10 @@ class CallController:
         cancelled: ServerTransaction | None,
     ) -> None:
         relay = self._relays.get(cancelled) if cancelled is not None else None
+        if relay is not None and relay.source_leg.side is not side_of(source, self.ctx.directory):
+            relay = None  # only the side that sent the request may cancel it
         if relay is None:
-            self._answer(txn, request, 481 if cancelled is None else 200)
+            self._answer(txn, request, 481 if cancelled is None else 200, stateless=True)
             return
         self._answer(txn, request, 200)
         call = relay.call
@@ -401,7 +399,7 @@ class CallController:
 
     def ack(self, request: Request, source: Source, side: Side) -> None:
         leg = self._legs.get((request.call_id, request.to_tag or ""))
-        if leg is None:
+        if leg is None or leg.side is not side:
             return
         call = leg.call
         for relay in call.relays:
@@ -486,8 +484,10 @@ class CallController:
         to_tag = request.to_tag
         if to_tag is not None:
             leg = self._legs.get((request.call_id, to_tag))
-            if leg is None or leg.call.ended or leg.dialog is None:
-                self._answer(txn, request, 481)
+            # In-dialog requests only inside a dialog we hold, and only from its own side
+            # (a phone cannot address the PBX-side leg, nor the PBX the phone's).
+            if leg is None or leg.call.ended or leg.dialog is None or leg.side is not side:
+                self._answer(txn, request, 481, stateless=True)
                 return
             self._in_dialog(leg, txn, request)
             return
@@ -514,9 +514,9 @@ class CallController:
         options = ctx.options
         own = (ctx.settings.public_fqdn, ctx.settings.public_ip, ctx.addresses.set_host)
         if not uri_host_allowed(request.uri, options.allowed_uri_names, own):
-            self._answer(txn, request, 403, "Domain Not Allowed")
+            self._answer(txn, request, 403, "Domain Not Allowed", stateless=True)
             return
-        device = self._identify_phone(txn, request, source)
+        device = self.gate.admit(txn, request, source)
         if device is None:
             return
         if method == "INVITE" and not options.prack_support and "100rel" in request.require:
@@ -536,29 +536,6 @@ class CallController:
         from_ = NameAddr(SipUri(domain, "sip", device.icpside_username), request.from_.display_name)
         to = NameAddr(target, request.to.display_name)
         self._start(txn, request, source, device, Side.ICP, destination, target, from_, to)
-
-    def _identify_phone(
-        self, txn: ServerTransaction, request: Request, source: Source
-    ) -> DeviceCredentials | None:
-        ctx = self.ctx
-        user = request.from_.uri.user if isinstance(request.from_.uri, SipUri) else None
-        known = ctx.directory.device_by_setside(user) if user else None
-        if known is None and request.method == "OPTIONS":
-            # Not from one of our phones (a scanner, a keepalive, a monitoring probe):
-            # Limen answers for itself, as it does for OPTIONS without a user (§11.2).
-            self._answer(txn, request, 200, None, capabilities())
-            return None
-        if self.auth is not None:
-            methods = (
-                self.auth.challenged_methods(known)
-                if known is not None
-                else frozenset(m.upper() for m in ctx.options.challenge_methods)
-            )
-            if request.method in methods:
-                return self.auth.check(txn, request, source, proxy=True)
-        if known is None:
-            self._answer(txn, request, 403, "Unknown Device")
-        return known
 
     def _from_pbx(self, txn: ServerTransaction, request: Request, source: Source) -> None:
         ctx = self.ctx
@@ -615,8 +592,17 @@ class CallController:
         to: NameAddr,
     ) -> None:
         ctx = self.ctx
+        if request.method in _DIALOG_METHODS and (
+            request.contact_star or len(request.contacts) != 1
+        ):
+            # No dialog can be built with the sender without its one Contact (§8.1.1.8,
+            # §12.1.1): refuse before any state exists (an RFC 2543 INVITE, a scanner).
+            self._answer(txn, request, 400, "Contact Required", stateless=True)
+            return
         call_id = new_call_id()
         call = Call(key=call_id[:12], kind=request.method, device=device)
+        if request.method == "INVITE" and not self._admit(call, target_side, txn, request):
+            return
         a = Leg(
             side=_other(target_side),
             call=call,
@@ -639,8 +625,12 @@ class CallController:
         offer = False
         if is_sdp(request) and request.method in _OFFER_METHODS:
             try:
-                body = ctx.media.offer(call.key, a.side, request.body, device=device.guid)
+                body = ctx.media.offer(
+                    call.key, a.side, request.body, device=device.guid, peer=_phone_host(call)
+                )
             except MediaRefused as exc:
+                if call.admitted is not None:
+                    self.admission.release(device.guid, call.admitted)
                 self._answer(txn, request, exc.status, exc.reason)
                 return
             offer = True
@@ -680,6 +670,44 @@ class CallController:
         if method == "INVITE":
             relay.timer_c = self._later(self.timer_c, lambda: self._on_timer_c(relay))
         self._send(relay)
+
+    def _admit(
+        self, call: Call, target_side: Side, txn: ServerTransaction, request: Request
+    ) -> bool:
+        """Call admission control (:mod:`limen.gateway.admission`): per-device limits for
+        calls a phone makes, ICP and total limits for every call; 503 when refused."""
+        options = self.ctx.options
+        device = call.device
+        icp = self.ctx.directory.icp_of(device)
+        icp_key = icp.guid if icp is not None else device.icp
+        from_phone = target_side is Side.ICP
+        per_device = (
+            device.max_calls if device.max_calls is not None else options.max_calls_per_device
+        )
+        attempts = (
+            device.max_call_attempts
+            if device.max_call_attempts is not None
+            else options.max_call_attempts_per_minute
+        )
+        limits = Limits(
+            per_device=per_device if from_phone else 0,
+            attempts_per_minute=attempts if from_phone else 0,
+            per_icp=options.max_calls_per_icp,
+            total=options.max_calls,
+            media_kbps=options.max_media_kbps,
+        )
+        refused = self.admission.admit(device.guid, icp_key, time.time(), limits)
+        if refused is not None:
+            log.info(
+                "call from %s refused: %s limit (%s)",
+                device.setside_username,
+                refused,
+                "phone" if from_phone else "PBX",
+            )
+            self._answer(txn, request, 503, "Call Limit Reached", [("Retry-After", "10")])
+            return False
+        call.admitted = icp_key
+        return True
 
     def _contact(self, leg: Leg, device: DeviceCredentials) -> NameAddr:
         user: str | None = None
@@ -738,7 +766,11 @@ class CallController:
                     call.offer_from = None
                 else:
                     body = self.ctx.media.offer(
-                        call.key, leg.side, request.body, device=call.device.guid
+                        call.key,
+                        leg.side,
+                        request.body,
+                        device=call.device.guid,
+                        peer=_phone_host(call),
                     )
                     call.offer_from = leg.side
                     offer = True
@@ -955,7 +987,9 @@ class CallController:
                     call.offer_from = None
                 return body
             # A late offer (INVITE without SDP): the answer comes in the ACK or PRACK.
-            body = media.offer(call.key, side, response.body, device=call.device.guid)
+            body = media.offer(
+                call.key, side, response.body, device=call.device.guid, peer=_phone_host(call)
+            )
             call.offer_from = side
             return body
         except MediaRefused as exc:
@@ -1022,6 +1056,7 @@ class CallController:
                 relay.request.body,
                 device=call.device.guid,
                 plain=True,
+                peer=_phone_host(call),
             )
         except MediaRefused:
             return False
@@ -1255,6 +1290,9 @@ class CallController:
                         request.add(name, value)
                     self._send_quiet(leg, request)
                 leg.dialog.terminate()
+        if call.admitted is not None:
+            self.admission.release(call.device.guid, call.admitted)
+            call.admitted = None
         if call.kind == "INVITE":
             try:
                 self.ctx.media.delete(call.key)
@@ -1326,13 +1364,20 @@ class CallController:
         status: int,
         reason: str | None = None,
         headers: Iterable[tuple[str, str]] = (),
+        *,
+        stateless: bool = False,
     ) -> None:
+        """Answer ``request`` ourselves; ``stateless`` for answers to requests that belong
+        to nothing we hold (no transaction kept, one packet per request received)."""
         to_tag = None if request.to_tag is not None else secrets.token_hex(6)
         response = request.create_response(
             status, reason, to_tag=to_tag, headers=[*headers, *self.ctx.server_headers()]
         )
         try:
-            self.ctx.stack.respond(txn, response)
+            if stateless:
+                self.ctx.stack.respond_stateless(txn, response)
+            else:
+                self.ctx.stack.respond(txn, response)
         except SipError as exc:
             log.debug("cannot answer %d: %s", status, exc)
 
@@ -1361,15 +1406,13 @@ class CallController:
         return handle
 
 
-def capabilities() -> list[tuple[str, str]]:
-    """RFC 3261 §11.2: what Limen's own OPTIONS answer describes."""
-    return [
-        ("Allow", allow_header(ALLOWED_METHODS)),
-        ("Accept", ACCEPT),
-        ("Accept-Encoding", ACCEPT_ENCODING),
-        ("Accept-Language", ACCEPT_LANGUAGE),
-        ("Supported", ", ".join(sorted(CALL_EXTENSIONS))),
-    ]
+def _phone_host(call: Call) -> str | None:
+    """The phone's signalling address (its observed SIP source, NAT included): where a
+    plain set-side media stream may latch from, besides its SDP address."""
+    for leg in (call.a, call.b):
+        if leg is not None and leg.side is Side.SET:
+            return leg.destination.host
+    return None
 
 
 def icp_domain(icp: IcpRecord) -> str:

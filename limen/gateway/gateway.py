@@ -120,7 +120,11 @@ class Gateway:
         if request.to_tag is not None:
             return False
         uri = request.uri
-        return self.calls is None or not isinstance(uri, SipUri) or uri.user is None
+        if self.calls is None or not isinstance(uri, SipUri) or uri.user is None:
+            return True
+        # §16.3 item 2 / RFC 4475 §3.3.11: one that cannot be forwarded any further is
+        # answered here. Any other OPTIONS to a user goes through the gate like a MESSAGE.
+        return request.max_forwards == 0
 
     def capabilities(self) -> list[tuple[str, str]]:
         return capabilities(self.supported)
@@ -133,7 +137,9 @@ class Gateway:
         reason: str | None,
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
+        # Statelessly: what the gateway answers by itself (malformed or unsupported
+        # requests, pings) comes before any authentication and must cost no state.
         extra = [*headers, *self.ctx.server_headers()]
         to_tag = None if request.to_tag is not None else secrets.token_hex(6)
         response = request.create_response(status, reason, to_tag=to_tag, headers=extra)
-        self.ctx.stack.respond(txn, response)
+        self.ctx.stack.respond_stateless(txn, response)

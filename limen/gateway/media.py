@@ -27,7 +27,15 @@ class MediaRefused(Exception):
 
 
 class MediaController(Protocol):
-    def offer(self, call_id: str, from_side: Side, sdp: bytes, *, device: str | None) -> bytes: ...
+    def offer(
+        self,
+        call_id: str,
+        from_side: Side,
+        sdp: bytes,
+        *,
+        device: str | None,
+        peer: str | None = None,
+    ) -> bytes: ...
 
     def answer(self, call_id: str, from_side: Side, sdp: bytes, *, device: str | None) -> bytes: ...
 
@@ -39,7 +47,15 @@ class MediaController(Protocol):
 class PassthroughMedia:
     """No relay: SDP goes through untouched (media takes the direct path)."""
 
-    def offer(self, call_id: str, from_side: Side, sdp: bytes, *, device: str | None) -> bytes:
+    def offer(
+        self,
+        call_id: str,
+        from_side: Side,
+        sdp: bytes,
+        *,
+        device: str | None,
+        peer: str | None = None,
+    ) -> bytes:
         return sdp
 
     def answer(self, call_id: str, from_side: Side, sdp: bytes, *, device: str | None) -> bytes:

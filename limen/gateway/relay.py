@@ -23,6 +23,7 @@ For the call controller beyond :class:`MediaController`:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -109,8 +110,14 @@ class RelayMedia:
         *,
         device: str | None,
         plain: bool = False,
+        peer: str | None = None,
     ) -> bytes:
+        """``peer``: the phone's signalling address (its SIP source): with the SDP address,
+        the only sources a plain set-side stream may latch on (RTP bleed)."""
         policies = self.policies(device)
+        if peer is not None:
+            set_side = policies[Side.SET.value]
+            policies[Side.SET.value] = dataclasses.replace(set_side, peer=peer)
         if plain:
             target = Side.ICP if from_side is Side.SET else Side.SET
             if policies[target.value].security is Security.REQUIRE:

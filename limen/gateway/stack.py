@@ -80,7 +80,7 @@ class SipStack:
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.sender = sender
-        self.layer = layer if layer is not None else TransactionLayer()
+        self.layer = layer if layer is not None else TransactionLayer(auto_trying=False)
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.tu: TransactionUser | None = None
         self._callbacks: dict[ClientTransaction, ClientCallback] = {}
@@ -127,6 +127,11 @@ class SipStack:
     def respond(self, txn: ServerTransaction, response: Response) -> None:
         self._process(self.layer.respond(txn, response, self.now()))
 
+    def respond_stateless(self, txn: ServerTransaction, response: Response) -> None:
+        """Answer once and forget the transaction (challenges and refusals of requests no
+        one has authenticated: one packet each, no retransmission, no state)."""
+        self._process(self.layer.respond_stateless(txn, response))
+
     def send_stateless(self, message: Message, destination: Destination) -> None:
         """Send outside any transaction: ACK for a 2xx, 2xx retransmissions (RFC 6026)."""
         data = bytes(message)
@@ -170,6 +175,10 @@ class SipStack:
             log.debug("no transaction user for %s", type(event).__name__)
         elif isinstance(event, RequestReceived):
             self.tu.on_request(event.transaction, event.request, event.source)
+            if event.request.method == "INVITE" and not self.layer.auto_trying:
+                # §17.2.1: the TU ran synchronously; if it did not answer, say Trying now
+                # (a stateless challenge thus goes out alone, without a 100 before it).
+                self._process(self.layer.send_trying(event.transaction, self.now()))
         elif isinstance(event, CancelReceived):
             self.tu.on_cancel(event.transaction, event.request, event.source, event.cancelled)
         elif isinstance(event, AckReceived):

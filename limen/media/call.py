@@ -250,6 +250,7 @@ def apply_offer(
             _reject(target)
             continue
         ea.rejected = eb.rejected = False
+        ea.peer_host, eb.peer_host = a.policy.peer, b.policy.peer
         ea.set_remote(*_remote(offer, media))
         ea.rtcp_mux = media.rtcp_mux
         _learn_codecs(ea, media)
@@ -316,6 +317,7 @@ def apply_answer(
                 ea.rejected = eb.rejected = True
             _reject(target)
             continue
+        ea.peer_host, eb.peer_host = a.policy.peer, b.policy.peer
         eb.set_remote(*_remote(answer, media))
         eb.rtcp_mux = media.rtcp_mux
         _learn_codecs(eb, media)

@@ -47,6 +47,9 @@ class LegPolicy:
     security: Security = Security.PREFER
     codecs: tuple[str, ...] | None = None
     suites: tuple[CryptoSuite, ...] = SUPPORTED_SUITES
+    # The address the leg's UA signals from (its SIP source, NAT included): with the SDP
+    # address, the only sources a plain-RTP latching leg may latch on (issue 10).
+    peer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,7 @@ class Endpoint:
         "leg",
         "packets_in",
         "peer",
+        "peer_host",
         "port",
         "ptime",
         "rejected",
@@ -120,6 +121,7 @@ class Endpoint:
         self.rtcp_transport: asyncio.DatagramTransport | None = None
         # Where to send (remote) and what we accept from (source), per socket.
         self.sdp_host: str | None = None
+        self.peer_host: str | None = None  # the UA's signalling address (LegPolicy.peer)
         self.remote: Address | None = None
         self.rtcp_remote: Address | None = None
         self.source: Address | None = None
@@ -292,6 +294,12 @@ class Endpoint:
         if self.latched and not authenticated:
             self._drop("source")  # RTP bleed: a plain packet may not move a latched stream
             return False
+        if not authenticated and not self._expected_source(addr[0]):
+            # RTP bleed before latching (rtpengine's strict source): a plain packet latches
+            # only from the SDP address or the address the UA signals from, so a stranger
+            # racing the callee's first packet never takes the stream.
+            self._drop("source")
+            return False
         if self.latched:
             self.relatched += 1
             log.info("%r: authenticated SRTP moved the remote to %s", self, addr)
@@ -302,6 +310,11 @@ class Endpoint:
             self.rtcp_remote = addr
         return True
 
+    def _expected_source(self, host: str) -> bool:
+        if self.sdp_host is None and self.peer_host is None:
+            return True  # nothing known yet (no SDP address): the first packet decides
+        return host == self.sdp_host or host == self.peer_host
+
     def _accept_rtcp_source(self, addr: Address, authenticated: bool) -> bool:
         if not self.latch:
             if self.sdp_host is not None and addr[0] == self.sdp_host:
@@ -309,7 +322,9 @@ class Endpoint:
                 return True
             self._drop("source")
             return False
-        if self.rtcp_source is not None and not authenticated:
+        if not authenticated and (
+            self.rtcp_source is not None or not self._expected_source(addr[0])
+        ):
             self._drop("source")
             return False
         self.rtcp_source = addr

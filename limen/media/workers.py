@@ -132,6 +132,7 @@ def policy_to_wire(policy: LegPolicy) -> dict[str, Any]:
         "security": policy.security.value,
         "codecs": list(policy.codecs) if policy.codecs is not None else None,
         "suites": [suite.value for suite in policy.suites],
+        "peer": policy.peer,
     }
 
 
@@ -141,6 +142,7 @@ def policy_from_wire(data: Mapping[str, Any]) -> LegPolicy:
         Security(data["security"]),
         tuple(codecs) if codecs is not None else None,
         tuple(CryptoSuite(name) for name in data["suites"]),
+        data.get("peer"),
     )
 
 

@@ -738,6 +738,7 @@ class VerifyResult(enum.Enum):
     BAD_NONCE = "bad-nonce"  # malformed, forged, or minted for another realm/secret
     REPLAY = "replay"  # nonce count not above what was seen for this nonce
     UNKNOWN_USER = "unknown-user"
+    USED_NONCE = "used-nonce"  # a wrong answer already burnt this nonce: challenge afresh
     BAD_REALM = "bad-realm"
     BAD_ALGORITHM = "bad-algorithm"
     BAD_QOP = "bad-qop"
@@ -777,6 +778,13 @@ class DigestServer:
 
     ``replay_window`` > 0 also accepts a lower ``nc`` not seen yet within that distance
     of the highest (requests sharing a nonce may cross on UDP), like SRTP's replay list.
+
+    Wrong answers burn nonces: after ``max_failures_per_nonce`` wrong answers (or unknown
+    users) a nonce is refused with USED_NONCE *before* any hashing, so one nonce buys a
+    guesser that many tries and no more (RFC 7616 §5.5 leaves failure handling to the
+    server). The burnt set is bounded like the nc memory: beyond ``max_nonces`` the oldest
+    entry goes, and every nonce issued at or before it is then treated as burnt, which at
+    worst makes honest phones fetch a new nonce.
     """
 
     def __init__(
@@ -790,6 +798,7 @@ class DigestServer:
         allow_no_qop: bool = True,
         max_nonces: int = 10_000,
         replay_window: int = 0,
+        max_failures_per_nonce: int = 1,
     ) -> None:
         if len(secret) < 16:
             raise SipUsageError("nonce secret must be at least 16 bytes")
@@ -799,6 +808,8 @@ class DigestServer:
             raise SipUsageError("at least one digest algorithm is needed")
         if max_nonces < 1 or not 0 <= replay_window <= 64:
             raise SipUsageError("max_nonces must be >= 1 and replay_window in 0..64")
+        if max_failures_per_nonce < 1:
+            raise SipUsageError("max_failures_per_nonce must be >= 1")
         self.realm = realm
         self._secret = secret
         self._lifetime_ms = int(nonce_lifetime * 1000)
@@ -818,6 +829,10 @@ class DigestServer:
         # unknown nonce issued at or before this may have been used already, so it is
         # answered STALE rather than trusted with a fresh nc history.
         self._evicted_floor_ms: int | None = None
+        self._max_failures = max_failures_per_nonce
+        # nonce → (issue time ms, wrong answers so far), oldest first; bounded by max_nonces.
+        self._failed: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._burnt_floor_ms: int | None = None
 
     # -- nonces --------------------------------------------------------------------------
 
@@ -908,6 +923,8 @@ class DigestServer:
         issued_ms = self._nonce_issued_ms(cr.nonce)
         if issued_ms is None:
             return VerifyResult.BAD_NONCE
+        if self._burnt(cr.nonce, issued_ms):
+            return VerifyResult.USED_NONCE
 
         known_user = password is not None or ha1 is not None
         plain_username = cr.username
@@ -941,10 +958,9 @@ class DigestServer:
         )
         # Constant time, on bytes: compare_digest refuses non-ASCII str (RFC 7616 §5.5 spirit).
         matches = hmac.compare_digest(_utf8(expected), _utf8(cr.response.lower()))
-        if not known_user:
-            return VerifyResult.UNKNOWN_USER
-        if not matches:
-            return VerifyResult.BAD_RESPONSE
+        if not known_user or not matches:
+            self._record_failure(cr.nonce, issued_ms, int(now * 1000))
+            return VerifyResult.UNKNOWN_USER if not known_user else VerifyResult.BAD_RESPONSE
 
         # The client knows the password; now judge freshness (RFC 7616 §3.3: stale=true only
         # for a valid digest with an invalid nonce).
@@ -995,6 +1011,31 @@ class DigestServer:
             issued_ms = use.expires_ms - self._lifetime_ms
             if self._evicted_floor_ms is None or issued_ms > self._evicted_floor_ms:
                 self._evicted_floor_ms = issued_ms
+
+    def _burnt(self, nonce: str, issued_ms: int) -> bool:
+        entry = self._failed.get(nonce)
+        if entry is not None:
+            return entry[1] >= self._max_failures
+        return self._burnt_floor_ms is not None and issued_ms <= self._burnt_floor_ms
+
+    def _record_failure(self, nonce: str, issued_ms: int, now_ms: int) -> None:
+        entry = self._failed.get(nonce)
+        self._failed[nonce] = (issued_ms, 1 if entry is None else entry[1] + 1)
+        failed = self._failed
+        while failed:  # expired entries leave from the old end (their nonces are stale)
+            first = next(iter(failed.values()))
+            if now_ms - first[0] <= self._lifetime_ms:
+                break
+            failed.popitem(last=False)
+        while len(failed) > self._max_nonces:
+            _nonce, (old_issued, _count) = failed.popitem(last=False)
+            if self._burnt_floor_ms is None or old_issued > self._burnt_floor_ms:
+                self._burnt_floor_ms = old_issued
+
+    @property
+    def failed_nonces(self) -> int:
+        """How many nonces have wrong answers recorded (for stats and tests)."""
+        return len(self._failed)
 
     @property
     def tracked_nonces(self) -> int:

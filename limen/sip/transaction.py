@@ -572,6 +572,12 @@ class Transaction:
     def _send(self, message: Request | Response) -> SendMessage:
         return SendMessage(message, self.destination, self)
 
+    def cancel_timers(self) -> None:
+        """Stop every timer and end the transaction without an event (the layer's
+        :meth:`TransactionLayer.respond_stateless`)."""
+        self._timers.clear()
+        self._set_terminated()
+
     def _terminate(self, events: Events) -> Events:
         self._timers.clear()
         self._set_terminated()
@@ -1084,6 +1090,38 @@ class TransactionLayer:
         """Send ``response`` on ``transaction`` (raises SipUsageError if its state forbids
         it, e.g. a second final response)."""
         return self._after(transaction, transaction.send_response(response, now))
+
+    def respond_stateless(self, transaction: ServerTransaction, response: Response) -> Events:
+        """Send ``response`` once and drop ``transaction`` with its timers.
+
+        For the answers Limen gives to requests nobody has authenticated (challenges,
+        refusals): like a stateless proxy's answer (RFC 3261 §16.11, §8.2.7 allows a UAS
+        to answer without a transaction), it costs one packet and no state, so a flood of
+        unauthenticated INVITEs draws no retransmissions (Timer G) and holds nothing for
+        Timer H/J. A retransmitted request then finds no transaction and is simply
+        answered again; the ACK of a non-2xx answer finds none either and goes to the TU,
+        which ignores it.
+        """
+        transaction.cancel_timers()
+        self._forget(transaction)
+        return [SendMessage(response, transaction.destination)]
+
+    def send_trying(self, transaction: ServerTransaction, now: float) -> Events:
+        """The 100 Trying that ``auto_trying`` would have sent (§17.2.1), for layers built
+        with ``auto_trying=False``: sent only while the INVITE transaction has not answered
+        yet. §17.2.1 lets a transaction skip it when the TU answers within 200 ms, which is
+        how a stateless challenge goes out alone."""
+        if (
+            isinstance(transaction, ServerInviteTransaction)
+            and transaction.state is ServerInviteState.PROCEEDING
+            and transaction.last_response is None
+            and not transaction.terminated
+        ):
+            return self._after(
+                transaction,
+                transaction.send_response(transaction.request.create_response(100), now),
+            )
+        return []
 
     def transport_error(self, transaction: Transaction, now: float) -> Events:
         """The transport failed to deliver a message of ``transaction``."""

@@ -114,6 +114,23 @@ def _check(
                     ("Warning", '399 - "only application/sdp answers are possible"'),
                 )
 
+    # RFC 3515 §2.4.1 / RFC 6665 §4.1.1 (§8.1.1.8): a REFER or SUBSCRIBE that creates a
+    # dialog names its target with exactly one Contact URI; without one no dialog can be
+    # built, so it is refused before anything keeps state for it. An INVITE without one
+    # is legal RFC 2543 (RFC 4475 §3.3.7): a UAS that builds dialogs refuses it itself.
+    if (
+        method in ("SUBSCRIBE", "REFER")
+        and request.to_tag is None
+        and (request.contact_star or len(request.contacts) != 1)
+    ):
+        return Rejection.of(400, reason="Dialog-Creating Request Needs One Contact")
+    if method == "REFER" and len(request.get_all("refer-to")) != 1:
+        return Rejection.of(400, reason="REFER Needs One Refer-To")  # RFC 3515 §2.4.1
+    if method in ("SUBSCRIBE", "NOTIFY") and not request.has("event"):
+        return Rejection.of(400, reason="Missing Event")  # RFC 6665 §8.2.1
+    if method == "NOTIFY" and not request.has("subscription-state"):
+        return Rejection.of(400, reason="Missing Subscription-State")  # RFC 6665 §4.1.3
+
     # RFC 3261 §10.3 step 3 (RFC 4475 §3.3.4): a REGISTER's To must be a SIP AOR.
     if method == "REGISTER" and not isinstance(request.to.uri, SipUri):
         return Rejection.of(400, reason="To is not a SIP or SIPS URI")

@@ -112,6 +112,8 @@ class SipDevice(Base):
     set_side_rtp_security: Mapped[str | None] = mapped_column(String(16), nullable=True)
     setside_codec: Mapped[str | None] = mapped_column(String(32), nullable=True)
     rtpframesize: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    max_calls: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_call_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 

@@ -73,6 +73,13 @@ class GlobalOptions(BaseModel):
     challenge_methods: list[str] = Field(default_factory=lambda: ["INVITE", "SUBSCRIBE"])
     srtp_port_min: int = Field(default=20000, ge=1024, le=65535)
     srtp_port_max: int = Field(default=31000, ge=1024, le=65535)
+    # Call admission control (MBG row 29; issue 10). 0: no limit. Devices may override
+    # the two per-device values.
+    max_calls_per_device: int = Field(default=4, ge=0, le=1000)
+    max_call_attempts_per_minute: int = Field(default=20, ge=0, le=10000)
+    max_calls_per_icp: int = Field(default=0, ge=0, le=1_000_000)
+    max_calls: int = Field(default=0, ge=0, le=1_000_000)
+    max_media_kbps: int = Field(default=0, ge=0, le=100_000_000)
 
     @field_validator("challenge_methods", mode="before")
     @classmethod

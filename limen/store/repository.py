@@ -284,6 +284,8 @@ _DEVICE_OPTION_FIELDS = (
     "set_side_rtp_security",
     "setside_codec",
     "rtpframesize",
+    "max_calls",
+    "max_call_attempts",
 )
 
 
@@ -315,15 +317,15 @@ class DeviceRepository(_Repo):
             icp_guid=row.icp.guid,
             clientid=row.clientid,
             description=row.description,
-            challenge_methods=row.challenge_methods.split(",")
-            if row.challenge_methods is not None
-            else None,
+            challenge_methods=_methods_of(row.challenge_methods),
             options_hb=row.options_hb,
             heartbeat_interval=row.heartbeat_interval,
             prack_support=row.prack_support,
             set_side_rtp_security=row.set_side_rtp_security,
             setside_codec=row.setside_codec,
             rtpframesize=row.rtpframesize,
+            max_calls=row.max_calls,
+            max_call_attempts=row.max_call_attempts,
         )
 
     def _credentials(self, row: m.SipDevice) -> DeviceCredentials:
@@ -335,11 +337,11 @@ class DeviceRepository(_Repo):
             icpside_password=self._box.decrypt(row.icpside_password_enc),
             icp=row.icp.name,
             clientid=row.clientid,
-            challenge_methods=row.challenge_methods.split(",")
-            if row.challenge_methods is not None
-            else None,
+            challenge_methods=_methods_of(row.challenge_methods),
             options_hb=row.options_hb,
             heartbeat_interval=row.heartbeat_interval,
+            max_calls=row.max_calls,
+            max_call_attempts=row.max_call_attempts,
         )
 
     def list(
@@ -454,9 +456,7 @@ class DeviceRepository(_Repo):
             icp=icp,
             clientid=data.clientid,
             description=data.description,
-            challenge_methods=",".join(data.challenge_methods)
-            if data.challenge_methods is not None
-            else None,
+            challenge_methods=",".join(data.challenge_methods or []) or None,
             **{name: getattr(data, name) for name in _DEVICE_OPTION_FIELDS},
         )
 
@@ -510,7 +510,7 @@ class DeviceRepository(_Repo):
                     setattr(row, f"{name}_enc", self._box.encrypt(values.pop(name)))
             if "challenge_methods" in values:
                 methods = values.pop("challenge_methods")
-                row.challenge_methods = None if methods is None else ",".join(methods)
+                row.challenge_methods = ",".join(methods) if methods else None
             for name, value in values.items():
                 setattr(row, name, value)
             row.updated_at = utcnow()
@@ -1324,3 +1324,10 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _methods_of(stored: str | None) -> list[str] | None:
+    """A device's stored challenge list; NULL and '' (written by older versions for
+    "--challenge-methods ''") both mean "use the global option"."""
+    methods = [m for m in (stored or "").split(",") if m]
+    return methods or None

@@ -214,6 +214,8 @@ _DEVICE_NULLABLE = frozenset(
         "set_side_rtp_security",
         "setside_codec",
         "rtpframesize",
+        "max_calls",
+        "max_call_attempts",
     }
 )
 
@@ -228,11 +230,20 @@ class _DeviceOptions(BaseModel):
     set_side_rtp_security: RtpSecurity | None = None
     setside_codec: CodecSupport | None = None
     rtpframesize: RtpFrameSize | None = None
+    max_calls: int | None = Field(
+        default=None, ge=0, le=1000, description="Calls in progress at once (0: no limit)"
+    )
+    max_call_attempts: int | None = Field(
+        default=None, ge=0, le=10000, description="Call attempts per minute (0: no limit)"
+    )
 
     @field_validator("challenge_methods", mode="before")
     @classmethod
     def _methods(cls, value: Any) -> Any:
-        return None if value is None else normalise_methods(value)
+        # Issue 9: an empty per-device list means "use the global option", never
+        # "challenge nothing" (the CLI's '' and the API's [] alike).
+        methods = None if value is None else normalise_methods(value)
+        return methods or None
 
     @field_validator("rtpframesize", mode="before")
     @classmethod
@@ -330,6 +341,8 @@ class DeviceRecord(BaseModel):
     set_side_rtp_security: str | None
     setside_codec: str | None
     rtpframesize: str | None
+    max_calls: int | None = None
+    max_call_attempts: int | None = None
 
 
 class DeviceCredentials(BaseModel):
@@ -346,6 +359,8 @@ class DeviceCredentials(BaseModel):
     challenge_methods: list[str] | None = None
     options_hb: str | None = None
     heartbeat_interval: int | None = None
+    max_calls: int | None = None
+    max_call_attempts: int | None = None
 
 
 # -- overrides -------------------------------------------------------------------------

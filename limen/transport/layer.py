@@ -73,6 +73,7 @@ class TransportCounters:
     connections_dropped: int = 0  # peer stopped reading
     idle_closed: int = 0
     handshake_failures: int = 0
+    filtered: int = 0  # packets and connections dropped by source_filter (bans, ACLs, rates)
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
@@ -105,6 +106,9 @@ class TransportLayer:
         on_send_error: SendErrorHandler | None = None,
     ) -> None:
         self.on_message: MessageHandler | None = on_message
+        # Per packet, before parsing, and per inbound connection at accept: False drops it
+        # without an answer (bans, ACLs, rate limits: limen.gateway.guard).
+        self.source_filter: Callable[[str], bool] | None = None
         self.limits = limits or Limits()
         self.server_header = server_header
         self.on_send_error = on_send_error
@@ -173,6 +177,10 @@ class TransportLayer:
         limits = self.limits
         if self._closed:
             return False
+        source_filter = self.source_filter
+        if source_filter is not None and not source_filter(remote[0]):
+            self.counters.filtered += 1
+            return False
         if len(self._table) >= limits.max_connections:
             reason = "total"
         elif self._table.inbound_from(remote[0]) >= limits.max_connections_per_source:
@@ -198,6 +206,10 @@ class TransportLayer:
     # -- receiving ------------------------------------------------------------------------
     def ingest(self, data: bytes, source: Source, reply: Callable[[bytes], None]) -> None:
         """One complete message (a datagram, or what the framer cut out) from ``source``."""
+        source_filter = self.source_filter
+        if source_filter is not None and not source_filter(source.remote[0]):
+            self.counters.filtered += 1
+            return
         if header_line_count(data) > self.limits.max_headers:
             self._refuse(data, 513, "too many header lines", source, reply)
             return

@@ -62,6 +62,7 @@ NAV = (
     ("provisioning", "Provisioning", "/provisioning"),
     ("calls", "Calls", "/calls"),
     ("events", "Events", "/events"),
+    ("bans", "Bans", "/bans"),
 )
 
 
@@ -104,6 +105,13 @@ class Console:
 
     def auth_failed(self, ip: str, user: str) -> None:
         self.throttle.failed(ip)
+        # The gateway's guard counts it with the API's and SIP's failures (issue 10).
+        try:
+            self.core.auth_failure(ip, user or None, "console")
+        except Exception:
+            import logging
+
+            logging.getLogger("limen.web").exception("reporting a failed login failed")
         if self.on_auth_failure is not None:
             try:
                 self.on_auth_failure(ip, user, kind="console")
@@ -294,6 +302,10 @@ def create_console(core: Core, on_auth_failure: AuthFailureHook | None = None) -
                 request, "login.html", None, status, login_csrf=csrf_for(nonce), error=error
             )
 
+        guard = core.security
+        if guard is not None and guard.banned(ip):
+            # No argon2 work for a banned source (as the API's session endpoint).
+            return again("This address is banned after too many failed logins.", 403)
         if console.throttle.blocked(ip):
             console.auth_failed(ip, username)
             return again("Too many failed logins from your address; wait a few minutes.", 429)
@@ -1100,6 +1112,49 @@ def create_console(core: Core, on_auth_failure: AuthFailureHook | None = None) -
             media_type="application/vnd.tcpdump.pcap",
             headers={"Content-Disposition": f'attachment; filename="limen-{safe}.pcap"'},
         )
+
+    # -- bans (the gateway's guard, issue 10) ---------------------------------------------------
+
+    @app.get("/bans")
+    async def bans(request: Request, session: Admin) -> HTMLResponse:
+        guard = core.security
+        rows = guard.list_bans() if guard is not None else []
+        return page(
+            request, "bans.html", session, rows=rows, available=guard is not None,
+            now=time.time(), errors={},
+        )  # fmt: skip
+
+    @app.post("/bans")
+    async def ban_add(request: Request, session: Admin) -> Response:
+        import ipaddress
+
+        guard = core.security
+        form = await _form(request)
+        if guard is None:
+            raise HTTPException(409, "no SIP side in this process: bans cannot be changed here")
+        try:
+            address = str(ipaddress.ip_address(forms.text(form, "address").strip("[]")))
+            minutes = float(forms.text(form, "minutes") or "0") or None
+            if minutes is not None and not 0 < minutes <= 525600:
+                raise ValueError("minutes")
+        except ValueError:
+            console.flash(
+                session, "A ban needs an IPv4 or IPv6 address and 1-525600 minutes.", "error"
+            )
+            return go(request, "/bans")
+        detail = forms.text(form, "detail")[:200] or f"manual ({session.actor})"
+        guard.ban(address, minutes * 60 if minutes else None, detail)
+        console.flash(session, f"{address} banned.")
+        return go(request, "/bans")
+
+    @app.post("/bans/{address}/lift")
+    async def ban_lift(request: Request, address: str, session: Admin) -> Response:
+        guard = core.security
+        if guard is None or not guard.unban(address):
+            console.flash(session, f"No ban of {address} in force.", "error")
+        else:
+            console.flash(session, f"Ban of {address} lifted.")
+        return go(request, "/bans")
 
     # -- events and alarms ------------------------------------------------------------------------
 

@@ -70,6 +70,11 @@ HOME_PUBLIC_IP = "198.51.100.2"
 HOMEPC_IP = "192.168.77.2"
 LIMEN_SIP = f"{PUBLIC_IP}:5060"
 ROLES = ("wan", "dmz", "lan", "home", "homepc")
+# More internet hosts on the wan router's DMZ-facing link (issue 10): a second attacker,
+# a phone with a public address, and the 50 sources of the flood tests.
+ATTACKER_IP = "203.0.113.2"
+WAN_PHONE_IP = "203.0.113.5"
+FLOOD_IPS = [f"203.0.113.{100 + i}" for i in range(50)]
 
 # Devices (set-side users) and PBX extensions provisioned for the whole session; each
 # scenario uses its own range so the modules do not disturb each other.
@@ -79,7 +84,10 @@ TLS_USERS = ["3000", "3001"]  # scenario 3 (baresip)
 RESTART_USERS = [str(n) for n in range(4000, 4010)]  # scenario 4
 MEDIA_USERS = [str(n) for n in range(3100, 3110)]  # issue 5 media scenarios (SRTP "Require")
 FEATURE_USERS = [str(n) for n in range(6000, 6010)]  # scenario 5 (call features)
-DEVICES = REG_USERS + CALL_USERS + TLS_USERS + RESTART_USERS + MEDIA_USERS + FEATURE_USERS
+GATE_USERS = [str(n) for n in range(7000, 7010)]  # issue 9 (the gate)
+DEVICES = (
+    REG_USERS + CALL_USERS + TLS_USERS + RESTART_USERS + MEDIA_USERS + FEATURE_USERS + GATE_USERS
+)
 EXTENSIONS = [f"ext{n}" for n in range(5000, 5010)]
 MEDIA_EXTENSIONS = [f"ext{n}" for n in range(5100, 5105)]  # issue 5 (baresip, SIPp on the LAN)
 FEATURE_EXTENSIONS = [f"ext{n}" for n in range(5200, 5210)]  # scenario 5 (call features)
@@ -184,6 +192,7 @@ class Namespaces:
             ("home", f"{HOME_PUBLIC_IP}/24", "home-wan"),
             ("home", "192.168.77.1/24", "home-pc"),
             ("homepc", f"{HOMEPC_IP}/24", "pc-home"),
+            *(("wan", f"{ip}/24", "wan-dmz") for ip in (ATTACKER_IP, WAN_PHONE_IP, *FLOOD_IPS)),
         ):
             _run("ip", "-n", n[role], "addr", "add", address, "dev", dev)
         _run("ip", "-n", n["dmz"], "route", "add", "198.51.100.0/24", "via", WAN_IP)
@@ -297,6 +306,16 @@ server_header = ""
 # implemented"): the TLS scenario needs MD5-only challenges.
 digest_algorithms = ["MD5"]
 
+[security]
+# The bulk scenarios (100 phones registering, 500 calls) come from the home NAT, and the
+# gate scenarios (issue 9: svwar, guessers) from 203.0.113.1: both trusted, so that bans
+# and rate limits do not hide what they test. The ban and flood scenarios (issue 10) use
+# the other wan addresses, which are not.
+trusted = ["{home_public}/32", "{wan_ip}/32"]
+# svwar/svcrack say "friendly-scanner": kept off the list so they reach the gate and the
+# bans; the scanner filter is tested with sipcli's User-Agent.
+scanner_user_agents = ["sipcli", "sundayddr"]
+
 [api]
 enabled = false
 
@@ -322,7 +341,11 @@ def _limen(folder: Path, *args: str) -> str:
 def provision_limen(folder: Path) -> None:
     """Config + store: the ICP and the devices through the CLI, options through the store."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "limen.toml").write_text(LIMEN_TOML.format(public_ip=PUBLIC_IP, lan_ip=DMZ_LAN_IP))
+    (folder / "limen.toml").write_text(
+        LIMEN_TOML.format(
+            public_ip=PUBLIC_IP, lan_ip=DMZ_LAN_IP, home_public=HOME_PUBLIC_IP, wan_ip=WAN_IP
+        )
+    )
     _limen(folder, "init")
     _limen(
         folder,

@@ -38,6 +38,9 @@ class FakeStack:
     def respond(self, txn: object, response: Response) -> None:
         self.responses.append(response)
 
+    def respond_stateless(self, txn: object, response: Response) -> None:
+        self.responses.append(response)
+
     def send_request(self, request: Request, dest: Destination, on_event: Any) -> None:
         self.requests.append((request, dest))
 

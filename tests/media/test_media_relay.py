@@ -22,6 +22,7 @@ from media_support import (
 from pylibsrtp import Session
 
 from limen.media import MediaError, MediaRelay
+from limen.media.policy import LegPolicy, Security
 from limen.rtp import ReportBlock, RtcpReceiverReport, RtcpSenderReport, ntp_compact
 
 
@@ -327,4 +328,40 @@ async def test_packet_before_answer_has_no_destination() -> None:
         assert struct.calcsize("!BBHII") == 12
     finally:
         phone.close()
+        await relay.close()
+
+
+async def test_plain_leg_latches_only_on_its_sdp_or_signalling_address() -> None:
+    """Issue 10, RTP bleed on plain legs: a stranger who sends to the relay port while the
+    callee rings never takes the stream; the phone behind NAT (SDP says 10.9.9.9, packets
+    and SIP come from 127.0.0.1) latches and gets the PBX's audio."""
+    relay = make_relay(set_security=Security.OFF, icp_security=Security.OFF)
+    await relay.start()
+    phone, pbx = await UdpPeer.open(), await UdpPeer.open()
+    loop = asyncio.get_running_loop()
+    _, attacker = await loop.create_datagram_endpoint(UdpPeer, local_addr=("127.0.0.2", 0))
+    try:
+        policy = {
+            "set": LegPolicy(Security.OFF, peer="127.0.0.1"),
+            "icp": LegPolicy(Security.OFF),
+        }
+        toward_pbx = media_of(
+            relay.offer("bleed", "set", sdp(phone.port, address="10.9.9.9"), policy=policy)
+        )
+        relay.answer("bleed", "icp", sdp(pbx.port, user="pbx"))
+        set_port = relay.calls["bleed"].legs["set"].endpoints[0].port  # type: ignore[union-attr]
+        for seq in range(5):  # the stranger races the phone's first packet
+            attacker.send(g711(seq, ssrc=0xBAD), set_port)
+        assert await pbx.drain(0.2) == []
+        s = stream(relay, "bleed", "set")
+        assert s["latched"] is False and s["dropped"] == {"source": 5}
+        phone.send(g711(10), set_port)
+        assert len(await pbx.receive(1)) == 1
+        assert stream(relay, "bleed", "set")["latched"] is True
+        pbx.send(g711(20, ssrc=0x55), toward_pbx.port)
+        assert len(await phone.receive(1)) == 1
+        assert await attacker.drain(0.2) == []
+    finally:
+        for peer in (phone, pbx, attacker):
+            peer.close()
         await relay.close()

@@ -642,16 +642,74 @@ def test_server_replay_window_accepts_reordering_once() -> None:
     assert verify(4) is VerifyResult.REPLAY  # 12 - 4 = 8: outside the window
 
 
-def test_server_failed_attempts_do_not_burn_nc() -> None:
+def test_server_a_wrong_answer_burns_the_nonce() -> None:
+    """Issue 9: one nonce buys one guess. After a wrong answer even the right password is
+    refused on that nonce (USED_NONCE, no hashing), so guessers need a new challenge each."""
     server = _server()
     ch = server.challenges(T0)[0]
     bad = _answer(ch, nc=9, password="guess")
     assert server.verify(bad, method="REGISTER", password="secret", now=T0) is (
         VerifyResult.BAD_RESPONSE
     )
-    assert server.verify(_answer(ch, nc=1), method="REGISTER", password="secret", now=T0) is (
+    right = _answer(ch, nc=1)
+    assert server.verify(right, method="REGISTER", password="secret", now=T0) is (
+        VerifyResult.USED_NONCE
+    )
+    fresh = server.challenges(T0)[0]
+    assert server.verify(_answer(fresh, nc=1), method="REGISTER", password="secret", now=T0) is (
         VerifyResult.OK
     )
+
+
+def test_server_unknown_users_burn_nonces_too() -> None:
+    server = _server()
+    ch = server.challenges(T0)[0]
+    assert server.verify(_answer(ch, nc=1), method="REGISTER", now=T0) is (
+        VerifyResult.UNKNOWN_USER
+    )
+    assert server.verify(_answer(ch, nc=2), method="REGISTER", now=T0) is VerifyResult.USED_NONCE
+
+
+def test_server_failures_per_nonce_is_a_small_bound() -> None:
+    server = _server(max_failures_per_nonce=3)
+    ch = server.challenges(T0)[0]
+    results = [
+        server.verify(
+            _answer(ch, nc=n, password=f"guess{n}"), method="REGISTER", password="secret", now=T0
+        )
+        for n in range(1, 7)
+    ]
+    assert results == [VerifyResult.BAD_RESPONSE] * 3 + [VerifyResult.USED_NONCE] * 3
+
+
+def test_server_burnt_nonce_memory_is_bounded() -> None:
+    server = _server(max_nonces=4, nonce_lifetime=100.0)
+    chs = [server.challenges(T0 + i)[0] for i in range(10)]
+    for i, ch in enumerate(chs):
+        wrong = _answer(ch, nc=1, password="guess")
+        assert server.verify(wrong, method="REGISTER", password="x", now=T0 + i) is (
+            VerifyResult.BAD_RESPONSE
+        )
+    assert server.failed_nonces == 4
+    # Evicted entries stay burnt: everything issued at or before the evicted floor.
+    again = _answer(chs[0], nc=2, password="guess")
+    assert server.verify(again, method="REGISTER", password="x", now=T0 + 10) is (
+        VerifyResult.USED_NONCE
+    )
+    # A nonce issued after the floor is unaffected.
+    late = server.challenges(T0 + 20)[0]
+    assert (
+        server.verify(_answer(late, nc=1), method="REGISTER", password="secret", now=T0 + 20)
+        is VerifyResult.OK
+    )
+    # Entries older than the lifetime leave the table.
+    server.verify(
+        _answer(server.challenges(T0 + 500)[0], nc=1, password="g"),
+        method="REGISTER",
+        password="x",
+        now=T0 + 500,
+    )
+    assert server.failed_nonces == 1
 
 
 def test_server_memory_is_bounded_and_evicted_nonces_go_stale() -> None:

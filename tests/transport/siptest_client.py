@@ -46,7 +46,7 @@ def request(
     rport: bool = True,
     extra: str = "",
     body: bytes = b"",
-    ruri: str = "sip:limen@127.0.0.1",
+    ruri: str = "sip:127.0.0.1",  # a ping: OPTIONS to a user goes through the gate
 ) -> bytes:
     """A well-formed request with a fresh branch and Call-ID."""
     n = next(_counter)

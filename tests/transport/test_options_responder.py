@@ -102,7 +102,9 @@ async def test_ack_gets_nothing() -> None:
     ],
 )
 async def test_methods_without_a_handler(method: str, status: int) -> None:
-    result = await answer(request(method))
+    # A well-formed SUBSCRIBE (RFC 6665 §4.1.1, §8.2.1) reaches the missing handler.
+    extra = "Event: presence\r\nContact: <sip:t@192.0.2.1>" if method == "SUBSCRIBE" else ""
+    result = await answer(request(method, extra=extra))
     assert result is not None
     response = result[0]
     assert response.status == status

@@ -29,13 +29,13 @@ EXPECTED: dict[str, int | None] = {
     "esc01.dat": 407,  # INVITE: challenged (set side, limen.gateway.calls)
     "escnull.dat": 403,  # REGISTER over UDP: off in the default options (registrar)
     "esc02.dat": 501,  # unknown method RE%47IST%45R
-    "lwsdisp.dat": 200,  # OPTIONS
+    "lwsdisp.dat": 407,  # OPTIONS to a user, from no registration binding: challenged
     "longreq.dat": 407,  # INVITE: challenged
     # REGISTER over UDP (off by default: 403); the trailing INVITE octets are ignored.
     "dblreq.dat": 403,
-    "semiuri.dat": 200,  # OPTIONS
-    "transports.dat": 200,  # OPTIONS
-    "mpart01.dat": 403,  # MESSAGE from no known phone (multipart body is fine for framing)
+    "semiuri.dat": 407,  # OPTIONS to a user, from no registration binding: challenged
+    "transports.dat": 407,  # OPTIONS to a user, from no registration binding: challenged
+    "mpart01.dat": 407,  # MESSAGE from no binding: challenged (multipart body frames fine)
     "unreason.dat": SILENT,  # response
     "noreason.dat": SILENT,  # response
     # 3.1.2 invalid messages
@@ -59,7 +59,7 @@ EXPECTED: dict[str, int | None] = {
     "mismatch02.dat": 400,  # RFC: 501, 400 also acceptable (the CSeq mismatch is found first)
     "bigcode.dat": SILENT,  # response
     # 3.2 / 3.3 / 3.4 semantically bad
-    "badbranch.dat": 200,  # OPTIONS without magic cookie: RFC 2543 matching, answered
+    "badbranch.dat": 407,  # OPTIONS without magic cookie: RFC 2543 matching, challenged
     "insuf.dat": 400,  # no From/To/Call-ID: answered with Via and CSeq
     "unkscm.dat": 416,
     "novelsc.dat": 416,

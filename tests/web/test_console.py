@@ -34,6 +34,7 @@ PAGES = [
     "/console/calls",
     "/console/calls/live",
     "/console/events",
+    "/console/bans",
     "/console/password",
 ]
 
@@ -612,3 +613,37 @@ async def test_provisioning_hash_paths_and_tma_exports(http: httpx.AsyncClient, 
     r = await http.get(f"/console/provisioning/{icp.guid}/tma.xlsx")
     assert r.status_code == 200 and r.content[:2] == b"PK"
     assert r.headers["content-disposition"] == 'attachment; filename="tma_mv5000.xlsx"'
+
+
+# -- bans (the gateway's guard) -----------------------------------------------------------------
+
+
+async def test_failed_console_logins_feed_the_guard_and_bans_can_be_lifted(
+    anon: httpx.AsyncClient, core: Core
+) -> None:
+    from limen.config import SecuritySettings
+    from limen.gateway.guard import Guard
+
+    core.security = Guard(SecuritySettings(max_failures=3))
+    for _ in range(3):
+        r = await log_in(anon, "admin", "wrong")
+        assert r.status_code == 401
+    # The guard banned the source: the login form refuses it before checking anything.
+    [ban] = core.security.list_bans()
+    assert ban.address == "127.0.0.1"
+    r = await log_in(anon, *ADMIN)
+    assert r.status_code == 403 and "banned" in r.text
+    core.security.unban("127.0.0.1")
+    r = await log_in(anon, *ADMIN)
+    assert r.status_code == 303
+    # The Bans screen: ban by hand, list, lift.
+    r = await post_form(
+        anon, "/console/bans", "/console/bans",
+        {"address": "2001:db8::66", "minutes": "10", "detail": "<b>scanner</b>"},
+    )  # fmt: skip
+    page = await anon.get(r.headers["location"])
+    assert "2001:db8::66" in page.text and "&lt;b&gt;scanner&lt;/b&gt;" in page.text
+    action = "/console/bans/2001%3Adb8%3A%3A66/lift"
+    r = await anon.post(action, data={"csrf_token": csrf_of(page.text, action)})
+    assert r.status_code == 303
+    assert [b.address for b in core.security.list_bans()] == []

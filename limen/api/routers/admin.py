@@ -7,13 +7,14 @@ token. Shared secrets are shown once, when a consumer is created.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool as run
 
-from limen.api.auth import Admin, CoreDep
+from limen.api.auth import Admin, CoreDep, auth_failed, client_address
 from limen.store.schemas import (
     ConsumerCreate,
     ConsumerRecord,
@@ -22,6 +23,8 @@ from limen.store.schemas import (
     Permission,
     TokenRecord,
 )
+
+log = logging.getLogger("limen.api")
 
 router = APIRouter(prefix="/mslrest/limen/v1", tags=["admin"])
 
@@ -39,9 +42,13 @@ class Session(BaseModel):
 
 
 @router.post("/session/", summary="Open an admin session with a password")
-async def login(body: Login, core: CoreDep) -> Session:
+async def login(body: Login, core: CoreDep, request: Request) -> Session:
+    if core.security is not None and core.security.banned(client_address(request) or ""):
+        raise HTTPException(403, "this address is banned")  # no argon2 work for it
     admin = await run(core.store.admins.authenticate, body.username, body.password)
     if admin is None:
+        auth_failed(request, core, body.username, "login")
+        log.warning("admin login failed for %r from %s", body.username, client_address(request))
         raise HTTPException(401, "wrong username or password")
     ttl = dt.timedelta(seconds=core.settings.api.session_ttl)
     token, record = await run(

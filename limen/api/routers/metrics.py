@@ -59,6 +59,9 @@ _LABELS = {
     "calls_total": "event",
     "media_packets_dropped_total": "reason",
     "sip_transactions_total": "method",
+    "security_bans_total": "reason",
+    "security_dropped_total": "why",
+    "auth_failures_total": "kind",
 }
 
 
