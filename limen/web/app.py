@@ -697,7 +697,7 @@ def create_console(core: Core, on_auth_failure: AuthFailureHook | None = None) -
 
         groups = []
         values = options.model_dump(mode="json")
-        for title, names in forms.OPTION_GROUPS:
+        for title, names in forms.option_groups():
             rows = []
             for name in names:
                 value = values[name]
@@ -727,6 +727,8 @@ def create_console(core: Core, on_auth_failure: AuthFailureHook | None = None) -
         current = (await run(core.store.options.get)).model_dump(mode="json")
         changed: dict[str, Any] = {}
         for name in GlobalOptions.model_fields:
+            if forms.option_kind(name) != "bool" and name not in form:
+                continue  # not on the submitted form: unchanged (an unticked box is absent)
             value = forms.option_value_from_form(name, form)
             if forms.option_kind(name) == "int":
                 try:

@@ -48,7 +48,28 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("prack_support", "options_keepalive", "options_interval", "challenge_methods"),
     ),
     ("Media ports", ("srtp_port_min", "srtp_port_max")),
+    (
+        "Call admission control",
+        (
+            "max_calls_per_device",
+            "max_call_attempts_per_minute",
+            "max_calls_per_icp",
+            "max_calls",
+            "max_media_kbps",
+        ),
+    ),
 )
+
+
+def option_groups() -> list[tuple[str, tuple[str, ...]]]:
+    """The groups above, restricted to options that exist, plus any option they do not
+    name (added since) under "Other", so that no option is left off the screen."""
+    known = set(GlobalOptions.model_fields)
+    groups = [(t, tuple(n for n in names if n in known)) for t, names in OPTION_GROUPS]
+    listed = {n for _t, names in groups for n in names}
+    rest = tuple(n for n in GlobalOptions.model_fields if n not in listed)
+    return [g for g in groups if g[1]] + ([("Other", rest)] if rest else [])
+
 
 OPTION_LABELS = {
     "sip_udp": "UDP",
@@ -68,6 +89,11 @@ OPTION_LABELS = {
     "challenge_methods": "Challenge methods",
     "srtp_port_min": "RTP/SRTP port range: first",
     "srtp_port_max": "RTP/SRTP port range: last",
+    "max_calls_per_device": "Calls per device (0: no limit)",
+    "max_call_attempts_per_minute": "Call attempts per device per minute",
+    "max_calls_per_icp": "Calls per ICP (0: no limit)",
+    "max_calls": "Calls in total (0: no limit)",
+    "max_media_kbps": "Media bandwidth, kbit/s (0: no limit)",
 }
 
 

@@ -396,7 +396,13 @@ async def test_settings_apply_through_the_store_and_the_bus(
     seen: list[Any] = []
     core.bus.subscribe(seen.append)
     page = (await http.get("/console/settings")).text
-    for group in ("SIP support", "Registration mode", "Local streaming", "PRACK support"):
+    for group in (
+        "SIP support",
+        "Registration mode",
+        "Local streaming",
+        "PRACK support",
+        "Call admission control",
+    ):
         assert f"<legend>{group}</legend>" in page
     form = {
         "csrf_token": csrf_of(page, "/console/settings"),
