@@ -188,6 +188,8 @@ async def test_admin_path_in_a_real_browser(
             await page.fill("#password", "wrong password")
             await page.click("button[type=submit]")
             await expect(page.get_by_role("alert")).to_contain_text("Wrong username or password")
+            # Counted by the gateway's guard with the API's and SIP's failures.
+            assert limen.guard is not None and limen.guard.failures.get("console") == 1
             await page.fill("#username", "admin")
             await page.fill("#password", PASSWORD)
             await page.click("button[type=submit]")
@@ -371,6 +373,7 @@ async def test_admin_path_in_a_real_browser(
                 ("certificates", "/console/certificates"),
                 ("provisioning", "/console/provisioning"),
                 ("events", "/console/events?kind=all&state=all"),
+                ("bans", "/console/bans"),
                 ("password", "/console/password"),
             ):
                 await page.goto(base + path)
@@ -393,4 +396,4 @@ async def test_admin_path_in_a_real_browser(
             assert dialogs == []  # no payload ever ran
         finally:
             await context.close()
-    assert len(shots.taken) >= 2 * 15
+    assert len(shots.taken) >= 2 * 16
