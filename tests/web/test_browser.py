@@ -232,7 +232,11 @@ async def test_admin_path_in_a_real_browser(
             await expect(page.locator("#import-result")).to_contain_text("1 device(s) imported")
             await page.goto(base + "/console/devices")
             await expect(page.locator("#devices")).to_contain_text("Reception <b>desk</b>")
-            await page.fill("#q", "4330b8")
+            # Search as you type (htmx swaps the table, the URL follows).
+            await page.fill("#q", "kitchen-nobody")
+            await expect(page.locator("#device-count")).to_contain_text("0 device(s)")
+            await expect(page).to_have_url(re.compile(r"q=kitchen-nobody"))
+            await page.fill("#q", "00:08:5d:43:30:b8")
             await expect(page.locator("#device-count")).to_contain_text("1 device(s)")
 
             # -- a consumer with the permission grid, then the PBX pairs ------------------
