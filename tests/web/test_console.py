@@ -653,3 +653,36 @@ async def test_failed_console_logins_feed_the_guard_and_bans_can_be_lifted(
     r = await anon.post(action, data={"csrf_token": csrf_of(page.text, action)})
     assert r.status_code == 303
     assert [b.address for b in core.security.list_bans()] == []
+
+
+async def test_consumer_edit_shows_and_changes_the_grid(
+    http: httpx.AsyncClient, core: Core
+) -> None:
+    from limen.store.schemas import ConsumerCreate, Permission
+
+    record, _secret = core.store.consumers.create(
+        ConsumerCreate(
+            name="mv5000",
+            permissions=[
+                Permission(path="MBG/mbg/v1/globaloptions/", read=True, write=True),
+                Permission(path="/limen/v1/calls/", read=True),
+            ],
+        )
+    )
+    page = f"/console/services/consumers/{record.guid}"
+    html = (await http.get(page)).text
+    # Row 10 of the grid is MBG/mbg/v1/globaloptions/ (stored normalised, shown ticked).
+    assert re.search(r'name="read_10" aria-label="[^"]*" checked', html)
+    assert re.search(r'name="write_10" aria-label="[^"]*" checked', html)
+    assert not re.search(r'name="read_0" aria-label="[^"]*" checked', html)
+    assert "/limen/v1/calls/ r" in html  # a path outside MBG's list, kept editable
+    r = await post_form(
+        http, page, page, {"read_12": "on", "extra_permissions": "/limen/v1/calls/ rw"}
+    )
+    assert r.status_code == 303
+    consumer = core.store.consumers.get("mv5000")
+    assert not consumer.active  # the box was left unticked
+    assert {(p.path, p.read, p.write) for p in consumer.permissions} == {
+        ("/mbg/v1/icps/", True, False),
+        ("/limen/v1/calls/", True, True),
+    }
