@@ -4,8 +4,8 @@ Debian's Chromium (``/usr/bin/chromium``, installed by scripts/test.sh) driven b
 Playwright for Python, headless, with a fresh profile; no browser is ever downloaded.
 Limen runs in-process (``limen.app.start``: SIP on 127.0.0.1, the admin HTTPS port with
 the API and the console, the media relay), Kamailio plays the PBX on 127.0.0.2 (the call
-tests' launcher), SIPp plays a PBX extension and a small Python UA the phone (plain RTP
-through the relay, so the call has statistics).
+tests' launcher), SIPp plays the phone (after a small Python UA registered it) and a PBX
+extension; the test sends the phone's RTP to the relay, so the call has statistics.
 
 Walked: log in; add an ICP (with an XSS payload as description); import a CSV with a bad
 line and read the error shown against it; add a consumer with the permission grid; pair a
@@ -42,6 +42,7 @@ from gw_call_support import (
     PBX_HOST,
     Kamailio,
     UdpUa,
+    free_udp_port,
     sipp,
     start_kamailio,
     wait_for,
@@ -62,6 +63,7 @@ from limen.store import open_store
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(120)]
 
 CHROMIUM = "/usr/bin/chromium"
+PHONE_SCENARIO = Path(__file__).with_name("scenarios") / "phone_call_15s"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -130,13 +132,6 @@ async def limen(tmp_path: Path) -> AsyncIterator[RunningApp]:
 
 def rtp_packet(seq: int) -> bytes:
     return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0x5EED0001) + b"\xff" * 160
-
-
-def sdp_offer(port: int) -> bytes:
-    return (
-        "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-    ).encode()
 
 
 class Shots:
@@ -280,29 +275,37 @@ async def test_admin_path_in_a_real_browser(
             finally:
                 ext.close()
             callee = await sipp(tmp_path, "ext", "uas_rr", "-rtp_echo", port=ext_port)
+            # The phone registers (a small UA), then SIPp places the call as that phone
+            # (answering Limen's 407) and talks for 15 s before its BYE.
+            registrar = UdpUa("2001", "set-2001", ("127.0.0.1", limen.port(Transport.UDP)))
+            try:
+                assert (await registrar.register()).status == 200
+            finally:
+                registrar.close()
+            caller = await sipp(
+                tmp_path,
+                "phone",
+                str(PHONE_SCENARIO),
+                port=free_udp_port(),
+                remote=f"127.0.0.1:{limen.port(Transport.UDP)}",
+                inf="2001;127.0.0.1;[authentication username=2001 password=set-2001];ext3901",
+            )
             media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             media.bind(("127.0.0.1", 0))
             media.setblocking(False)
-            phone = UdpUa("2001", "set-2001", ("127.0.0.1", limen.port(Transport.UDP)))
             loop = asyncio.get_running_loop()
             sender: asyncio.Task[None] | None = None
             try:
-                assert (await phone.register()).status == 200
-                invite = phone.request(
-                    "INVITE", "sip:ext3901@127.0.0.1", body=sdp_offer(media.getsockname()[1])
+                await wait_for(
+                    lambda: any(c["state"] == "confirmed" for c in limen.core.metrics.calls()),
+                    timeout=10,
                 )
-                invite, answer = await phone.transact(invite)
-                assert answer.status == 200, answer
-                relay_port = int(re.search(rb"m=audio (\d+)", answer.body).group(1))  # type: ignore[union-attr]
-                contact = (answer.get("Contact") or "").strip("<>").split(">")[0]
-                in_dialog = {"to": str(invite.to.uri), "to_tag": answer.to_tag}
-                ack = phone.request(
-                    "ACK", contact, cseq=invite.cseq.seq, call_id=invite.call_id, **in_dialog
-                )
-                await phone.send(ack)
+                [call] = limen.core.metrics.calls()
+                relay_port = call["media"]["legs"]["set"]["streams"][0]["local_port"]
 
                 async def talk() -> None:
-                    for seq in range(1, 400):
+                    # The phone's RTP, toward Limen's set-side port (latched on arrival).
+                    for seq in range(1, 700):
                         await loop.sock_sendto(media, rtp_packet(seq), ("127.0.0.1", relay_port))
                         await asyncio.sleep(0.02)
 
@@ -312,6 +315,7 @@ async def test_admin_path_in_a_real_browser(
                 await expect(call_row).to_have_count(1)
                 await expect(call_row).to_contain_text("2001")
                 # htmx polling brings growing packet counts without a reload.
+                await expect(call_row.locator("td.packets").first).not_to_have_text("0")
                 first = int(await call_row.locator("td.packets").first.inner_text())
                 await expect(call_row.locator("td.packets").first).not_to_have_text(str(first))
                 await expect(call_row.locator("td.mos").first).to_have_text(re.compile(r"\d\.\d"))
@@ -329,6 +333,9 @@ async def test_admin_path_in_a_real_browser(
                 assert await arrows.count() >= 8  # INVITE/407/ACK/INVITE/... both legs
                 await arrows.nth(0).click()
                 await expect(page.locator("#message-text")).to_contain_text("INVITE sip:ext3901")
+                await expect(page.locator("#message-text")).to_contain_text(
+                    "User-Agent: sipp-phone"
+                )
                 await expect(page.locator("#message h2")).to_contain_text("received from the phone")
                 await shots.take(page, "ladder")
                 href = await page.locator("#pcap").get_attribute("href")
@@ -337,15 +344,10 @@ async def test_admin_path_in_a_real_browser(
                 assert response.status == 200
                 pcap = tmp_path / "call.pcap"
                 pcap.write_bytes(await response.body())
-                bye = phone.request(
-                    "BYE", contact, cseq=invite.cseq.seq + 1, call_id=invite.call_id, **in_dialog
-                )
-                _, final_bye = await phone.transact(bye)
-                assert final_bye.status == 200
+                assert await caller.wait(30) == 0, caller.explain()
             finally:
                 if sender is not None:
                     sender.cancel()
-                phone.close()
                 media.close()
             assert await callee.wait() == 0, callee.explain()
             assert limen.calls is not None
