@@ -686,3 +686,89 @@ async def test_consumer_edit_shows_and_changes_the_grid(
         ("/mbg/v1/icps/", True, False),
         ("/limen/v1/calls/", True, True),
     }
+
+
+# -- calls, ladders and what phones send ---------------------------------------------------------
+
+
+class RecordedGateway:
+    """The console's view of a gateway, over a real SipHistory and RecentCalls (the
+    running gateway's are exercised by test_browser.py)."""
+
+    def __init__(self) -> None:
+        from limen.gateway.history import RecentCalls, SipHistory
+
+        self.history = SipHistory()
+        self.recent = RecentCalls()
+
+    def registrations(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def icp_links(self) -> dict[str, dict[str, int]]:
+        return {}
+
+    def recent_calls(self) -> list[dict[str, Any]]:
+        return self.recent.list()
+
+    def messages(self, call_ids: Any) -> list[Any]:
+        return self.history.messages(call_ids)
+
+
+async def test_ladder_of_a_recent_call_shows_phone_text_inert(
+    http: httpx.AsyncClient, core: Core
+) -> None:
+    import time as _time
+
+    from limen.sip import Transport, parse_message
+    from limen.sip.addressing import Destination, Source
+
+    view = RecordedGateway()
+    core.gateway = view
+    hostile = (
+        b"INVITE sip:7001@limen.test SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK-x\r\n"
+        b'From: "<script>alert(1)</script>{{7*7}}" <sip:7000@limen.test>;tag=1\r\n'
+        b"To: <sip:7001@limen.test>\r\nCall-ID: set-leg\r\nCSeq: 1 INVITE\r\n"
+        b"Contact: <sip:7000@192.0.2.7>\r\nContent-Length: 0\r\n\r\n"
+    )
+    source = Source(Transport.UDP, ("198.51.100.1", 5060), ("192.0.2.7", 5060))
+    view.history.received(parse_message(hostile), source)
+    trying = parse_message(
+        hostile.replace(b"INVITE sip:7001@limen.test SIP/2.0", b"SIP/2.0 100 <b>Trying</b>")
+    )
+    view.history.sent(trying, bytes(trying), Destination(Transport.UDP, "192.0.2.7", 5060))
+    now = _time.time()
+    view.recent.add(
+        {"key": "call-1", "kind": "INVITE", "device": "7000", "direction": "from-phone",
+         "state": "trying", "started": now - 3, "ended": now, "outcome": "failed 486",
+         "answered": False, "legs": {"set": {"call_id": "set-leg", "transport": "udp"}},
+         "media": {}},
+    )  # fmt: skip
+    calls = await http.get("/console/calls")
+    assert "failed 486" in calls.text and "/console/calls/call-1/ladder" in calls.text
+    ladder = await http.get("/console/calls/call-1/ladder")
+    assert ladder.status_code == 200
+    assert "&lt;b&gt;Trying&lt;/b&gt;" in ladder.text and "<b>Trying" not in ladder.text
+    message = await http.get("/console/calls/call-1/messages/0", headers={"HX-Request": "true"})
+    assert "<html" not in message.text  # a fragment for htmx
+    assert "<script>alert(1)" not in message.text and "{{7*7}}" in message.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in message.text
+    full = await http.get("/console/calls/call-1/messages/1")
+    assert full.status_code == 200 and "<html" in full.text and "Back to the ladder" in full.text
+    assert (await http.get("/console/calls/call-1/messages/2")).status_code == 404
+    assert (await http.get("/console/calls/nope/ladder")).status_code == 404
+    pcap = await http.get("/console/calls/call-1/pcap")
+    assert pcap.content[:4] == bytes.fromhex("d4c3b2a1") and hostile in pcap.content
+
+
+async def test_provisioning_access_log_with_refusals(http: httpx.AsyncClient, core: Core) -> None:
+    import datetime as dt
+
+    from limen.provisioning.server import AccessRecord
+
+    core.provisioning_log = [
+        AccessRecord(dt.datetime.now(dt.UTC), "203.0.113.9", "GET", "/deadbeef00/ftp_67xxi",
+                     None, None, 404, 0, 0, 0.001, "refused: unknown hash"),
+    ]  # fmt: skip
+    page = await http.get("/console/provisioning")
+    assert "203.0.113.9" in page.text and "refused: unknown hash" in page.text
