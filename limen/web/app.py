@@ -32,6 +32,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool as run
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from limen import __version__
 from limen.core import Core
@@ -244,6 +245,20 @@ def create_console(core: Core, on_auth_failure: AuthFailureHook | None = None) -
         if request.headers.get("hx-request"):
             return Response(status_code=401, headers={"HX-Redirect": f"{base}/login"})
         return RedirectResponse(f"{base}/login", status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: Exception) -> Response:
+        # A page for a person (the API answers JSON; the console answers HTML).
+        assert isinstance(exc, StarletteHTTPException)
+        base = request.scope.get("root_path", "").rstrip("/")
+        return HTMLResponse(
+            f"<!doctype html><title>{exc.status_code}</title>"
+            f'<link rel="stylesheet" href="{base}/static/console.css"><main>'
+            f"<h1>{exc.status_code}</h1><p>{_escape(str(exc.detail))}</p>"
+            f'<p><a href="{base}/">Back to the console</a></p></main>',
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: Exception) -> Response:
