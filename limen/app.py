@@ -38,6 +38,7 @@ from limen.gateway.context import (
 )
 from limen.gateway.gateway import Gateway
 from limen.gateway.guard import Guard, ban_line
+from limen.gateway.history import GatewayView, RecentCalls, SipHistory
 from limen.gateway.keepalive import Keepalive
 from limen.gateway.media import PassthroughMedia
 from limen.gateway.metrics import GatewayMetrics, Readings
@@ -136,6 +137,7 @@ class RunningApp:
         if self.api is not None:
             host = format_hostport(self.api.host, self.api.port)
             lines.append(f"admin API on https://{host}/mslrest/")
+            lines.append(f"admin console on https://{host}/console/")
         if self.provisioning is not None:
             lines.append(
                 f"provisioning on https://{self.settings.provisioning.bind}:"
@@ -245,6 +247,11 @@ async def start(settings: Settings) -> RunningApp:
     )
     app.metrics = _gateway_metrics(transport, stack, registrar, calls, relay, guard)
     core.metrics = app.metrics
+    # The console's view: registrations, recent calls, each call's SIP messages (bounded).
+    stack.history = SipHistory()
+    recent = RecentCalls()
+    calls.on_end = recent.add
+    core.gateway = GatewayView(registrar, calls, stack.history, recent)
     reload_directory = _directory_reloader(ctx, registrar, guard)
     app.unsubscribe = core.bus.subscribe(reload_directory, asyncio.get_running_loop())
     app.config_watch = asyncio.create_task(
@@ -264,6 +271,7 @@ async def start(settings: Settings) -> RunningApp:
         if settings.provisioning.enabled:
             app.provisioning = ProvisioningServer(core)
             await app.provisioning.start()
+            core.provisioning_log = app.provisioning.recent
         app.metrics.start()
         app.cert_watch = asyncio.create_task(watch_certificates(core), name="limen-certs")
         tls_context = None

@@ -457,16 +457,27 @@ def certificate_slots(settings: Settings) -> list[CertificateSlot]:
     else:
         prov_pair = (tls_dir / "provisioning.pem", tls_dir / "provisioning.key")
     api_cert, api_key = api_tls_paths(settings)
+
+    def uploaded(cert: Path) -> bool:
+        # An operator's certificate installed from the console (limen.web.certupload):
+        # a marker beside the file keeps it from being re-issued by Limen's CA.
+        return operator_marker(cert).exists()
+
     return [
         CertificateSlot(
-            "sip", "SIP/TLS", sip.tls_port, *sip_pair, bool(sip.tls_cert or sip.tls_key), sip.tls
+            "sip",
+            "SIP/TLS",
+            sip.tls_port,
+            *sip_pair,
+            bool(sip.tls_cert or sip.tls_key) or uploaded(sip_pair[0]),
+            sip.tls,
         ),
         CertificateSlot(
             "provisioning",
             "provisioning HTTPS",
             prov.port,
             *prov_pair,
-            bool(prov.tls_cert or prov.tls_key),
+            bool(prov.tls_cert or prov.tls_key) or uploaded(prov_pair[0]),
             prov.enabled,
         ),
         CertificateSlot(
@@ -475,10 +486,15 @@ def certificate_slots(settings: Settings) -> list[CertificateSlot]:
             settings.api.port,
             Path(api_cert),
             Path(api_key),
-            bool(settings.api.tls_cert or settings.api.tls_key),
+            bool(settings.api.tls_cert or settings.api.tls_key) or uploaded(Path(api_cert)),
             settings.api.enabled,
         ),
     ]
+
+
+def operator_marker(cert_path: Path) -> Path:
+    """The file that marks ``cert_path`` as an operator's own certificate."""
+    return cert_path.with_name(cert_path.name + ".operator")
 
 
 def slot(settings: Settings, name: str) -> CertificateSlot:

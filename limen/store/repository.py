@@ -13,6 +13,7 @@ import builtins
 import datetime as dt
 import hashlib
 import itertools
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -75,6 +76,9 @@ def _chunks(items: Iterable[DeviceCreate], size: int) -> Iterator[list[DeviceCre
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
+
+
+_MAC_STRIP_CHARS = re.compile(r"[:\-. ]")
 
 
 def _guid() -> str:
@@ -427,6 +431,47 @@ class DeviceRepository(_Repo):
             if limit is not None:
                 query = query.limit(limit)
             return [self._record(r) for r in s.scalars(query).all()]
+
+    SORTS = ("setside_username", "clientid", "description", "icp", "icpside_username")
+
+    def search(
+        self,
+        text: str = "",
+        *,
+        sort: str = "setside_username",
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[builtins.list[DeviceRecord], int]:
+        """One page of devices whose set-side user, MAC or description contains ``text``
+        (case-insensitive), sorted by ``sort`` (one of :attr:`SORTS`), and the number of
+        devices that match: the console's device table, done in the database."""
+        check_page(offset, limit)
+        if sort not in self.SORTS:
+            raise Invalid("sort", f"one of {', '.join(self.SORTS)}")
+        with self._session() as s:
+            where = []
+            text = text.strip()
+            if text:
+                like = (
+                    "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                )
+                conditions = [
+                    m.SipDevice.setside_username.ilike(like, escape="\\"),
+                    m.SipDevice.description.ilike(like, escape="\\"),
+                ]
+                mac = _MAC_STRIP_CHARS.sub("", text).upper()
+                if mac and all(c in "0123456789ABCDEF" for c in mac):
+                    conditions.append(m.SipDevice.clientid.like(f"%{mac}%"))
+                where.append(or_(*conditions))
+            total = s.scalar(select(func.count()).select_from(m.SipDevice).where(*where)) or 0
+            column: Any = m.Icp.name if sort == "icp" else getattr(m.SipDevice, sort)
+            query = self._query().where(*where)
+            if sort == "icp":
+                query = query.join(m.Icp, m.SipDevice.icp_id == m.Icp.id)
+            order = column.desc() if descending else column.asc()
+            query = query.order_by(order, m.SipDevice.id).offset(offset).limit(limit)
+            return [self._record(r) for r in s.scalars(query).all()], total
 
     def count(self, *, icp: str | None = None) -> int:
         with self._session() as s:
