@@ -79,6 +79,8 @@ def _device_options(**values: str | None) -> dict[str, Any]:
         elif name == "prack_support":
             lowered = text.lower()
             out[name] = True if lowered in _ON else False if lowered in _OFF else text
+        elif name == "heartbeat_interval" and text.strip().isdigit():
+            out[name] = int(text)  # the models are strict: a number, not its text
         else:
             out[name] = text
     return out

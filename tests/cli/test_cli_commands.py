@@ -94,6 +94,8 @@ def test_every_setting_device_show_lists_can_be_set(limen: Limen) -> None:
         "--setside-codec": ("G.711 only", "setside_codec", "G.711 only"),
         "--rtpframesize": ("20", "rtpframesize", "20"),
         "--challenge-methods": ("INVITE", "challenge_methods", ["INVITE"]),
+        "--max-calls": ("8", "max_calls", 8),  # call admission (issue 10)
+        "--max-call-attempts": ("30", "max_call_attempts", 30),
     }
     args = [a for flag, (text, _f, _v) in flags.items() for a in (flag, text)]
     added = json.loads(limen("device", "add", "7100", "--icp", "mv5000", *args, "--json").stdout)
