@@ -16,7 +16,10 @@ from dataclasses import dataclass
 
 from limen.sip.errors import SipParseError
 
-_CONTENT_LENGTH_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I | re.M)
+# Possessive runs: linear on any input (see limen.sip.grammar).
+_CONTENT_LENGTH_RE = re.compile(
+    rb"^(?:content-length|l)[ \t]*+:[ \t]*+([^\r\n]*+)", re.IGNORECASE | re.MULTILINE
+)
 
 
 @dataclass(frozen=True, slots=True)
