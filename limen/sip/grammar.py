@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-
 from typing import Final
 
 from limen.sip.errors import SipParseError
@@ -210,8 +209,15 @@ def read_params(text: str, pos: int, stop: str = ",") -> tuple[Params, int]:
     return Params(tuple(items)), pos
 
 
-# Everything up to the next character that matters to split_list.
-_LIST_PLAIN_RE = re.compile(r'[^",<>]*+')
+# split_list's scanner. One list element's worth of text, up to a top-level comma: plain
+# characters, complete quoted strings, and complete <...> sections (which may hold quoted
+# strings and commas of their own). Every alternative starts with a different character
+# and every run is possessive, so the scan is linear and runs in C; Python only sees the
+# commas, which MAX_LIST_ITEMS bounds.
+_QUOTED = r'"(?:[^"\\]++|\\.)*+"'
+_LIST_ELEMENT_RE = re.compile(rf'(?:[^",<]++|{_QUOTED}|<(?:[^">]++|{_QUOTED})*+>)*+', re.DOTALL)
+# The inside of an unclosed '<': the rest of the value is one element, quotes still count.
+_ANGLE_TAIL_RE = re.compile(rf'(?:[^"]++|{_QUOTED})*+\Z', re.DOTALL)
 
 
 def split_list(value: str, allow_empty: bool = False) -> list[str]:
@@ -229,31 +235,22 @@ def split_list(value: str, allow_empty: bool = False) -> list[str]:
     items: list[str] = []
     start = 0
     n = len(value)
-    in_angle = False
-    plain = _LIST_PLAIN_RE.match
-    i = 0
+    element = _LIST_ELEMENT_RE.match
     while True:
-        # Jump over ordinary characters in one C-level step rather than one at a time.
-        i = plain(value, i).end()
+        m = element(value, start)
+        i = start if m is None else m.end()  # the pattern matches the empty string
         if i >= n:
             break
         ch = value[i]
-        if ch == '"':
-            m = _QUOTED_RE.match(value, i)
-            if m is None:
-                raise SipParseError("unterminated quoted string")
-            i = m.end()
-            continue
-        if ch == "<":
-            in_angle = True
-        elif ch == ">":
-            in_angle = False
-        elif not in_angle:  # a comma
+        if ch == ",":
             items.append(value[start:i].strip())
             if len(items) >= MAX_LIST_ITEMS:
                 raise SipParseError("too many elements in header list")
             start = i + 1
-        i += 1
+            continue
+        if ch == "<" and _ANGLE_TAIL_RE.match(value, i + 1) is not None:
+            break  # unclosed '<': the rest is one element (its parser will refuse it)
+        raise SipParseError("unterminated quoted string")
     items.append(value[start:].strip())
     if not allow_empty and any(not item for item in items):
         raise SipParseError("empty element in header list")

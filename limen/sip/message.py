@@ -814,7 +814,9 @@ def parse_message(data: bytes | bytearray | memoryview) -> Request | Response:
     # Parse the headers every layer needs, so a malformed one is refused now (400)
     # rather than as an exception deep in a transaction; the results stay cached.
     cache = msg._cache
-    via_items = [item for value in vias for item in (split_list(value) if "," in value else [value])]
+    via_items = [
+        item for value in vias for item in (split_list(value) if "," in value else [value])
+    ]
     if len(via_items) > MAX_LIST_ITEMS:
         raise SipParseError("too many Via elements")
     cache["via"] = [parse_via(item) for item in via_items]
