@@ -319,7 +319,10 @@ _TOKEN_RUN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]*+")
 # Unquoted values end at whitespace, a comma or a quote. We accept more than a token
 # there (broken UAs send uri=sip:... or base64 opaque values unquoted).
 _UNQUOTED_RUN_RE = re.compile(r'[^,"\x00-\x20\x7f]*+')
-_QDTEXT_RUN_RE = re.compile(r'[^"\\\r\n]*+')
+# quoted-string = DQUOTE *(qdtext / quoted-pair) DQUOTE, with no CR or LF anywhere.
+_QUOTED_BODY_RE = re.compile(r'(?:[^"\\\r\n]++|\\[^\r\n])*+')
+_QUOTED_STRING_RE = re.compile(r'"((?:[^"\\\r\n]++|\\[^\r\n])*+)"')
+_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
 
 
 def _run_end(pattern: re.Pattern[str], text: str, pos: int) -> int:
@@ -334,29 +337,18 @@ def _skip_ws(text: str, pos: int) -> int:
 
 def _read_quoted(text: str, pos: int) -> tuple[str, int]:
     """Unquote the quoted-string opening at ``text[pos]`` (RFC 3261 §25.1 quoted-pair)."""
-    out: list[str] = []
-    pos += 1
-    n = len(text)
-    while pos < n:
-        end = _run_end(_QDTEXT_RUN_RE, text, pos)
-        out.append(text[pos:end])
-        pos = end
-        if pos >= n:
-            break
-        c = text[pos]
-        if c == '"':
-            return "".join(out), pos + 1
-        if c in "\r\n":
+    m = _QUOTED_STRING_RE.match(text, pos)
+    if m is None:
+        # Say why: the body stops at the first character it may not hold.
+        body = _QUOTED_BODY_RE.match(text, pos + 1)
+        end = pos + 1 if body is None else body.end()
+        if end < len(text) and (text[end] in "\r\n" or text[end + 1 : end + 2] in ("\r", "\n")):
             raise SipParseError("CR or LF inside a quoted string")
-        # A backslash: quoted-pair.
-        if pos + 1 >= n:
-            break
-        escaped = text[pos + 1]
-        if escaped in "\r\n":
-            raise SipParseError("CR or LF inside a quoted string")
-        out.append(escaped)
-        pos += 2
-    raise SipParseError("unterminated quoted string")
+        raise SipParseError("unterminated quoted string")
+    inner = m.group(1)
+    if "\\" in inner:
+        inner = _QUOTED_PAIR_RE.sub(r"\1", inner)
+    return inner, m.end()
 
 
 def _split_scheme(value: str) -> str:
