@@ -163,7 +163,8 @@ def test_pathological_headers_never_delay_a_phones_options(lab: Lab) -> None:
     worst = max(answered)
     print(
         f"attack sent {attacker.sent}; {len(answered)} OPTIONS answered, "
-        f"slowest {worst * 1000:.1f} ms, median {sorted(answered)[len(answered) // 2] * 1000:.1f} ms"
+        f"slowest {worst * 1000:.1f} ms, "
+        f"median {sorted(answered)[len(answered) // 2] * 1000:.1f} ms"
     )
     assert len(answered) >= 100, len(answered)
     assert worst < ANSWER_WITHIN, f"slowest answer {worst * 1000:.1f} ms"
