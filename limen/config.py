@@ -50,6 +50,13 @@ class SipSettings(BaseModel):
     max_connections: int = Field(10000, ge=1)
     idle_timeout: float = Field(300.0, gt=0)
     handshake_timeout: float = Field(10.0, gt=0)
+    # Seconds a message on TCP/TLS may take from its first octet to its last, however
+    # the octets trickle in (Kamailio's tcp_msg_read_timeout; issue 10, slowloris).
+    message_read_timeout: float = Field(10.0, gt=0)
+    # TLS handshakes in progress from one IP address, and in total: past them a new
+    # connection is refused before any cryptography is spent on it.
+    max_handshakes_per_source: int = Field(8, ge=1)
+    max_handshakes: int = Field(1000, ge=1)
     # RFC 3261 §17.1.1.1 timer values, seconds.
     t1: float = Field(0.5, gt=0)
     t2: float = Field(4.0, gt=0)

@@ -59,6 +59,16 @@ class StreamFramer:
     def buffered(self) -> int:
         return len(self._buf)
 
+    @property
+    def in_message(self) -> bool:
+        """True while part of a message is buffered. A lone CR LF (a pong, or the start of
+        a ping) is not a message: it waits for its next octets without a deadline."""
+        return bool(self._buf) and self._buf[0] != 0x0D
+
+    def pending(self) -> bytes:
+        """The octets received and not yet returned as an event (the message being framed)."""
+        return bytes(self._buf)
+
     def feed(self, data: bytes) -> None:
         if self._failed:
             raise SipParseError("stream already failed framing")

@@ -73,6 +73,8 @@ class TransportCounters:
     connections_dropped: int = 0  # peer stopped reading
     idle_closed: int = 0
     handshake_failures: int = 0
+    read_timeouts: int = 0  # a message not complete within message_read_timeout
+    handshakes_refused: int = 0  # over a limit on TLS handshakes in progress
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
@@ -117,6 +119,9 @@ class TransportLayer:
         self._connecting: dict[tuple[Transport, Address], asyncio.Future[StreamConnection]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        # Inbound TLS handshakes in progress, by source IP and in total.
+        self._handshakes: dict[str, int] = {}
+        self._handshakes_total = 0
 
     # -- listeners ----------------------------------------------------------------------
     async def listen_udp(self, host: str, port: int) -> Listener:
@@ -183,6 +188,37 @@ class TransportLayer:
         # Debug only: a flood must not flood the log too (the counter shows it).
         log.debug("refused connection from %s: %s limit reached", format_address(remote), reason)
         return False
+
+    def admit_handshake(self, remote: Address) -> bool:
+        """May one more inbound TLS handshake from ``remote`` start? If so it is counted
+        until :meth:`handshake_over`."""
+        limits = self.limits
+        host = remote[0]
+        if self._handshakes_total >= limits.max_handshakes:
+            reason = "total"
+        elif self._handshakes.get(host, 0) >= limits.max_handshakes_per_source:
+            reason = "per-source"
+        else:
+            self._handshakes_total += 1
+            self._handshakes[host] = self._handshakes.get(host, 0) + 1
+            return True
+        self.counters.handshakes_refused += 1
+        log.debug("refused TLS from %s: %s handshake limit reached", format_address(remote), reason)
+        return False
+
+    def handshake_over(self, remote: Address) -> None:
+        """An admitted handshake finished, failed or was abandoned."""
+        host = remote[0]
+        left = self._handshakes.get(host, 0) - 1
+        if left > 0:
+            self._handshakes[host] = left
+        else:
+            self._handshakes.pop(host, None)
+        self._handshakes_total = max(0, self._handshakes_total - 1)
+
+    @property
+    def handshakes_in_progress(self) -> int:
+        return self._handshakes_total
 
     def register(self, conn: StreamConnection) -> int:
         if conn.inbound:
