@@ -338,8 +338,44 @@ def _directory_reloader(ctx: GatewayContext, registrar: Registrar) -> Callable[[
     return on_change
 
 
+def raise_open_files_limit(target: int) -> str | None:
+    """Raise the RLIMIT_NOFILE soft limit towards ``target`` (capped at the hard limit).
+
+    Returns a line for the operator when the limit is lower than asked (the hard limit or
+    the system refused), None when ``target`` was reached or is 0 (leave as inherited).
+    """
+    if target <= 0:
+        return None
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return "cannot raise the open files limit on this platform"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = target if hard == resource.RLIM_INFINITY else min(target, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            return (
+                f"open files limit stays at {soft} (wanted {target}): {exc}; "
+                "raise it with `ulimit -n` or LimitNOFILE= in the systemd unit"
+            )
+        soft = wanted
+    if soft != resource.RLIM_INFINITY and soft < target:
+        return (
+            f"open files limit is {soft}, below the {target} asked for (hard limit {hard}); "
+            "raise the hard limit with LimitNOFILE= in the systemd unit or limits.conf"
+        )
+    log.info("open files limit: %s", "unlimited" if soft == resource.RLIM_INFINITY else soft)
+    return None
+
+
 def run(settings: Settings, announce: Announce = print) -> None:
     """Run Limen in the foreground until SIGINT or SIGTERM (uvloop when available)."""
+    warning = raise_open_files_limit(settings.max_open_files)
+    if warning is not None:
+        log.warning("%s", warning)
+        announce(f"warning: {warning}")
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_serve(settings, announce))
 

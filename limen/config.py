@@ -196,6 +196,11 @@ class Settings(BaseSettings):
     public_fqdn: str = ""
     public_ip: str = ""
     log_level: str = "INFO"
+    # File descriptors Limen asks for at start (RLIMIT_NOFILE soft limit, up to the hard
+    # limit): every TCP/TLS connection, media socket and database file takes one, and the
+    # usual default of 1024 would let 2,000 connections block calls (issue 10). 0: leave
+    # the limit as inherited.
+    max_open_files: int = Field(65536, ge=0)
     # How often `limen serve` looks for configuration changes made by other processes
     # (the CLI, another node), seconds. Changes made through its own API apply at once.
     config_poll: float = Field(2.0, gt=0)
