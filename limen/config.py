@@ -132,6 +132,11 @@ class ProvisioningSettings(BaseModel):
     idle_timeout: float = Field(30.0, gt=0)
     max_connections: int = Field(1000, ge=1)
     max_connections_per_source: int = Field(16, ge=1)
+    # TLS handshakes in progress (counted with the connections above, and apart): a flood
+    # of handshakes that never finish cannot take the places of phones (issue 10).
+    handshake_timeout: float = Field(10.0, gt=0)
+    max_handshakes_per_source: int = Field(8, ge=1)
+    max_handshakes: int = Field(256, ge=1)
     # Per source address: a token bucket of `rate_limit_burst` requests refilled at
     # `rate_limit_per_minute`; beyond it, 429.
     rate_limit_per_minute: float = Field(120.0, gt=0)
