@@ -59,6 +59,7 @@ def test_unicode_look_alikes_are_normalised_before_the_checks(segment: str) -> N
             parse_target(target)
         assert refused.value.status == 400
 
+
 def test_harmless_encodings_and_dots_are_accepted() -> None:
     target = parse_target(f"/{HASH}/my%20file.v1..cfg/".encode())
     assert target.segments == ("my file.v1..cfg", "")

@@ -558,3 +558,65 @@ async def test_serve_provisioning_runs_until_cancelled(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+SMUGGLING_CASES = {
+    "query": (b"GET /{h}/ftp_67xxi/aastra.cfg?file=../../x HTTP/1.1\r\nHost: x", b""),
+    "empty query": (b"GET /{h}/ftp_67xxi/aastra.cfg? HTTP/1.1\r\nHost: x", b""),
+    "x-original-url": (
+        b"GET /{h}/ftp_67xxi/aastra.cfg HTTP/1.1\r\nHost: x\r\nX-Original-URL: /{o}/x.cfg",
+        b"",
+    ),
+    "x-rewrite-url": (
+        b"GET /{h}/ftp_67xxi/aastra.cfg HTTP/1.1\r\nHost: x\r\nX-Rewrite-URL: /admin",
+        b"",
+    ),
+    "x-forwarded-for": (
+        b"GET /{h}/ftp_67xxi/aastra.cfg HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1",
+        b"",
+    ),
+    "x-forwarded-host": (
+        b"GET /{h}/ftp_67xxi/aastra.cfg HTTP/1.1\r\nHost: x\r\nX-Forwarded-Host: pbx",
+        b"",
+    ),
+    "forwarded": (
+        b"GET /{h}/ftp_67xxi/aastra.cfg HTTP/1.1\r\nHost: x\r\nForwarded: for=10.0.0.1",
+        b"",
+    ),
+    "get with body": (
+        b"GET /{h}/ftp_67xxi/aastra.cfg HTTP/1.1\r\nHost: x\r\nContent-Length: 44",
+        b"GET /{o}/x.cfg HTTP/1.1\r\nHost: x\r\n\r\n",
+    ),
+    "get chunked": (
+        b"GET /{h}/ftp_67xxi/aastra.cfg HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked",
+        b"2c\r\nGET /{o}/x.cfg HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n",
+    ),
+    "head with body": (
+        b"HEAD /{h}/ftp_67xxi/aastra.cfg HTTP/1.1\r\nHost: x\r\nContent-Length: 3",
+        b"abc",
+    ),
+    "one dot leader": ("GET /{h}/\u2024\u2024/aastra.cfg HTTP/1.1\r\nHost: x".encode(), b""),
+    "fullwidth stop": (b"GET /{h}/%EF%BC%8E%EF%BC%8E/aastra.cfg HTTP/1.1\r\nHost: x", b""),
+    "fullwidth slash": (b"GET /{h}/ftp_67xxi%EF%BC%8Faastra.cfg HTTP/1.1\r\nHost: x", b""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SMUGGLING_CASES))
+async def test_smuggling_and_steering_never_reach_the_pbx(
+    make_proxy: MakeProxy, pbx: FakePbx, settings: Settings, case: str
+) -> None:
+    proxy = await make_proxy()
+    head, body = SMUGGLING_CASES[case]
+    fill = {b"{h}": HASH.encode(), b"{o}": OTHER_HASH.encode()}
+    for key, value in fill.items():
+        head, body = head.replace(key, value), body.replace(key, value)
+    response = await raw_request(proxy.port, limen_ca_context(settings), head, body)
+    assert response.status == 400, case
+    assert pbx.untouched
+    # Control: the same request done right is delivered.
+    ok = await raw_request(
+        proxy.port,
+        limen_ca_context(settings),
+        f"GET /{HASH}/ftp_67xxi/aastra.cfg HTTP/1.1\r\nHost: x".encode(),
+    )
+    assert ok.status == 200 and len(pbx.requests) == 1
