@@ -338,11 +338,12 @@ def _directory_reloader(ctx: GatewayContext, registrar: Registrar) -> Callable[[
     return on_change
 
 
-def raise_open_files_limit(target: int) -> str | None:
+def raise_open_files_limit(target: int, needed: int = 0) -> str | None:
     """Raise the RLIMIT_NOFILE soft limit towards ``target`` (capped at the hard limit).
 
-    Returns a line for the operator when the limit is lower than asked (the hard limit or
-    the system refused), None when ``target`` was reached or is 0 (leave as inherited).
+    Returns a warning for the operator when the limit cannot be raised, or ends below
+    ``needed`` (what the configured connection limits take); None otherwise. ``target``
+    0 leaves the inherited limit alone.
     """
     if target <= 0:
         return None
@@ -350,9 +351,10 @@ def raise_open_files_limit(target: int) -> str | None:
         import resource
     except ImportError:  # pragma: no cover - not on POSIX
         return "cannot raise the open files limit on this platform"
+    infinity = resource.RLIM_INFINITY
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = target if hard == resource.RLIM_INFINITY else min(target, hard)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
+    wanted = target if hard == infinity else min(target, hard)
+    if soft != infinity and soft < wanted:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
         except (ValueError, OSError) as exc:
@@ -361,18 +363,29 @@ def raise_open_files_limit(target: int) -> str | None:
                 "raise it with `ulimit -n` or LimitNOFILE= in the systemd unit"
             )
         soft = wanted
-    if soft != resource.RLIM_INFINITY and soft < target:
+    shown = "unlimited" if soft == infinity else str(soft)
+    if soft != infinity and soft < needed:
         return (
-            f"open files limit is {soft}, below the {target} asked for (hard limit {hard}); "
-            "raise the hard limit with LimitNOFILE= in the systemd unit or limits.conf"
+            f"open files limit is {shown} (hard limit {hard}), below the {needed} that the "
+            "configured connection limits need: raise LimitNOFILE= in the systemd unit or "
+            "limits.conf, or lower max_connections"
         )
-    log.info("open files limit: %s", "unlimited" if soft == resource.RLIM_INFINITY else soft)
+    log.info("open files limit: %s (asked for %d, hard limit %s)", shown, target, hard)
     return None
+
+
+def _descriptors_needed(settings: Settings) -> int:
+    """File descriptors the configured connection limits can take, plus room for the
+    listeners, media sockets and the database."""
+    needed = settings.sip.max_connections + 1024
+    if settings.provisioning.enabled:
+        needed += settings.provisioning.max_connections
+    return needed
 
 
 def run(settings: Settings, announce: Announce = print) -> None:
     """Run Limen in the foreground until SIGINT or SIGTERM (uvloop when available)."""
-    warning = raise_open_files_limit(settings.max_open_files)
+    warning = raise_open_files_limit(settings.max_open_files, _descriptors_needed(settings))
     if warning is not None:
         log.warning("%s", warning)
         announce(f"warning: {warning}")

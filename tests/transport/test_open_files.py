@@ -13,16 +13,16 @@ CHILD = textwrap.dedent(
     from limen.app import raise_open_files_limit
     soft, hard = int(sys.argv[1]), int(sys.argv[2])
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    message = raise_open_files_limit(int(sys.argv[3]))
+    message = raise_open_files_limit(int(sys.argv[3]), int(sys.argv[4]))
     print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     print(message or "")
     """
 )
 
 
-def run_child(soft: int, hard: int, target: int) -> tuple[int, str]:
+def run_child(soft: int, hard: int, target: int, needed: int = 0) -> tuple[int, str]:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(soft), str(hard), str(target)],
+        [sys.executable, "-c", CHILD, str(soft), str(hard), str(target), str(needed)],
         capture_output=True,
         text=True,
         check=True,
@@ -37,10 +37,16 @@ def test_soft_limit_raised_to_the_target() -> None:
     assert message == ""
 
 
-def test_capped_at_the_hard_limit_and_said() -> None:
-    soft, message = run_child(1024, 2048, 65536)
+def test_capped_at_the_hard_limit() -> None:
+    soft, message = run_child(1024, 2048, 65536, needed=2000)
     assert soft == 2048
-    assert "below the 65536 asked for" in message and "hard limit 2048" in message
+    assert message == ""
+
+
+def test_said_when_below_what_the_connection_limits_need() -> None:
+    soft, message = run_child(1024, 2048, 65536, needed=12000)
+    assert soft == 2048
+    assert "open files limit is 2048" in message and "below the 12000" in message
 
 
 def test_zero_leaves_the_limit_alone() -> None:
