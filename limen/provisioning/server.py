@@ -379,6 +379,8 @@ class ProvisioningServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_source: Counter[str] = Counter()
         self._handshaking: Counter[str] = Counter()
+        # Connections in their TLS handshake, oldest first (dicts keep insertion order).
+        self._in_handshake: dict[asyncio.Task[None], str] = {}
         self._unsubscribe: Callable[[], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -398,7 +400,7 @@ class ProvisioningServer:
 
     @property
     def handshakes_in_progress(self) -> int:
-        return sum(self._handshaking.values())
+        return len(self._in_handshake)
 
     @property
     def connections(self) -> int:
@@ -477,9 +479,18 @@ class ProvisioningServer:
                 self.metrics.refusals[refused] += 1
                 sock.close()
                 continue
+            if self.handshakes_in_progress >= self.options.max_handshakes:
+                # Full: the oldest pending handshake makes room. A phone's handshake takes
+                # milliseconds, so the oldest ones are the stalled ones; refusing the new
+                # one instead would let a flood from many addresses lock phones out.
+                oldest = next(iter(self._in_handshake))
+                del self._in_handshake[oldest]
+                oldest.cancel()
+                self.metrics.refusals["handshake_evicted"] += 1
             self._per_source[source] += 1
             self._handshaking[source] += 1
             task = loop.create_task(self._accept(sock, source, context))
+            self._in_handshake[task] = source
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -491,10 +502,7 @@ class ProvisioningServer:
             or self._per_source[source] >= opts.max_connections_per_source
         ):
             return "connection_limit"
-        if (
-            self.handshakes_in_progress >= opts.max_handshakes
-            or self._handshaking[source] >= opts.max_handshakes_per_source
-        ):
+        if self._handshaking[source] >= opts.max_handshakes_per_source:
             return "handshake_limit"
         return None
 
@@ -523,8 +531,15 @@ class ProvisioningServer:
                 with contextlib.suppress(OSError):
                     sock.close()
                 return
+            except BaseException:  # cancelled: evicted, or the server stops
+                with contextlib.suppress(OSError):
+                    sock.close()
+                raise
             finally:
                 self._handshake_over(source)
+                task = asyncio.current_task()
+                if task is not None:
+                    self._in_handshake.pop(task, None)
             writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             await self._serve_connection(reader, writer, source)
         except asyncio.CancelledError:

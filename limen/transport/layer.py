@@ -74,7 +74,8 @@ class TransportCounters:
     idle_closed: int = 0
     handshake_failures: int = 0
     read_timeouts: int = 0  # a message not complete within message_read_timeout
-    handshakes_refused: int = 0  # over a limit on TLS handshakes in progress
+    handshakes_refused: int = 0  # over the per-source limit on TLS handshakes in progress
+    handshakes_evicted: int = 0  # oldest pending handshake dropped at the total limit
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
@@ -121,7 +122,7 @@ class TransportLayer:
         self._closed = False
         # Inbound TLS handshakes in progress, by source IP and in total.
         self._handshakes: dict[str, int] = {}
-        self._handshakes_total = 0
+        self._in_handshake: dict[int, StreamConnection] = {}  # oldest first
 
     # -- listeners ----------------------------------------------------------------------
     async def listen_udp(self, host: str, port: int) -> Listener:
@@ -189,36 +190,43 @@ class TransportLayer:
         log.debug("refused connection from %s: %s limit reached", format_address(remote), reason)
         return False
 
-    def admit_handshake(self, remote: Address) -> bool:
-        """May one more inbound TLS handshake from ``remote`` start? If so it is counted
-        until :meth:`handshake_over`."""
+    def admit_handshake(self, conn: StreamConnection) -> bool:
+        """May ``conn`` (inbound TLS) start its handshake? If so it is counted until
+        :meth:`handshake_over`. Past the per-source limit the newcomer is refused; past
+        the total, the oldest pending handshake is dropped to make room: a phone's
+        handshake takes milliseconds, so the oldest are the stalled ones, and refusing
+        newcomers instead would let a flood from many addresses lock every phone out."""
         limits = self.limits
-        host = remote[0]
-        if self._handshakes_total >= limits.max_handshakes:
-            reason = "total"
-        elif self._handshakes.get(host, 0) >= limits.max_handshakes_per_source:
-            reason = "per-source"
-        else:
-            self._handshakes_total += 1
-            self._handshakes[host] = self._handshakes.get(host, 0) + 1
-            return True
-        self.counters.handshakes_refused += 1
-        log.debug("refused TLS from %s: %s handshake limit reached", format_address(remote), reason)
-        return False
+        host = conn.remote[0]
+        if self._handshakes.get(host, 0) >= limits.max_handshakes_per_source:
+            self.counters.handshakes_refused += 1
+            log.debug(
+                "refused TLS from %s: per-source handshake limit", format_address(conn.remote)
+            )
+            return False
+        while len(self._in_handshake) >= limits.max_handshakes:
+            oldest = next(iter(self._in_handshake.values()))
+            self.counters.handshakes_evicted += 1
+            oldest.abort()  # its cleanup calls handshake_over
+            self._in_handshake.pop(id(oldest), None)
+        self._in_handshake[id(conn)] = conn
+        self._handshakes[host] = self._handshakes.get(host, 0) + 1
+        return True
 
-    def handshake_over(self, remote: Address) -> None:
+    def handshake_over(self, conn: StreamConnection) -> None:
         """An admitted handshake finished, failed or was abandoned."""
-        host = remote[0]
+        if self._in_handshake.pop(id(conn), None) is None:
+            return
+        host = conn.remote[0]
         left = self._handshakes.get(host, 0) - 1
         if left > 0:
             self._handshakes[host] = left
         else:
             self._handshakes.pop(host, None)
-        self._handshakes_total = max(0, self._handshakes_total - 1)
 
     @property
     def handshakes_in_progress(self) -> int:
-        return self._handshakes_total
+        return len(self._in_handshake)
 
     def register(self, conn: StreamConnection) -> int:
         if conn.inbound:

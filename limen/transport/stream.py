@@ -127,7 +127,7 @@ class StreamConnection(asyncio.Protocol):
             self.ready.set_result(None)
             return
         if self._inbound:
-            if not layer.admit_handshake(self.remote):
+            if not layer.admit_handshake(self):
                 self._closing = True
                 self._fail_ready(ConnectionRefusedError("TLS handshake limit reached"))
                 self._transport.abort()
@@ -364,7 +364,7 @@ class StreamConnection(asyncio.Protocol):
     def _handshake_counted_over(self) -> None:
         if self._counted_handshake:
             self._counted_handshake = False
-            self._layer.handshake_over(self.remote)
+            self._layer.handshake_over(self)
 
     def _cleanup(self) -> None:
         self._handshake_counted_over()
