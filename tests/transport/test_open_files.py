@@ -1,6 +1,8 @@
 """Limen raises its own file-descriptor limit at start and says so when it cannot
 (issue 10). Run in a child process so the test runner's own limit is not changed."""
 
+# limen.app calls limen.rlimits.raise_open_files_limit from run(), before the loop starts.
+
 from __future__ import annotations
 
 import subprocess
@@ -10,7 +12,7 @@ import textwrap
 CHILD = textwrap.dedent(
     """
     import resource, sys
-    from limen.app import raise_open_files_limit
+    from limen.rlimits import raise_open_files_limit
     soft, hard = int(sys.argv[1]), int(sys.argv[2])
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     message = raise_open_files_limit(int(sys.argv[3]), int(sys.argv[4]))
