@@ -11,22 +11,25 @@ Wiring only: policy lives in ``limen.gateway``, mechanisms below it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import gc
 import logging
 import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from limen.api.server import ApiServer
 from limen.certs import ensure_certificates, watch_certificates
 from limen.config import Settings
 from limen.control import ControlServer, bans_path, load_bans, save_bans
-from limen.core import Core
+from limen.core import Core, MetricsProvider, MetricsSample
+from limen.core import GatewayView as GatewayReader
 from limen.gateway.auth import SetSideAuth
 from limen.gateway.calls import CALL_EXTENSIONS, CallController
 from limen.gateway.context import (
@@ -47,6 +50,7 @@ from limen.gateway.relay import RelayMedia, create_relay_media
 from limen.gateway.stack import SipStack
 from limen.gateway.upstream import UpstreamRegistrar
 from limen.provisioning import ProvisioningServer
+from limen.rlimits import raise_open_files_limit
 from limen.security import Ban
 from limen.sip.addressing import Source, Transport
 from limen.sip.message import Request, Response
@@ -124,6 +128,7 @@ class RunningApp:
     guard: Guard | None = None
     control: ControlServer | None = None
     guard_task: asyncio.Task[None] | None = None
+    services: ServiceLoop | None = None
 
     def port(self, transport: Transport, family: socket.AddressFamily = socket.AF_INET) -> int:
         """The port actually bound for ``transport`` (useful with port 0)."""
@@ -169,9 +174,11 @@ class RunningApp:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self.cert_watch
             if self.provisioning is not None:
-                await self.provisioning.stop()
+                await self._on_services(self.provisioning.stop())
             if self.api is not None:
-                await self.api.stop()
+                await self._on_services(self.api.stop())
+            if self.services is not None:
+                self.services.close()
             if self.media is not None:
                 await self.media.close()
             if self.calls is not None:
@@ -180,6 +187,11 @@ class RunningApp:
             await self.transport.close()
         finally:
             self.core.close()
+
+    async def _on_services(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        if self.services is None:
+            return await coro
+        return await self.services.run(coro)
 
     async def __aenter__(self) -> RunningApp:
         return self
@@ -265,12 +277,24 @@ async def start(settings: Settings) -> RunningApp:
         if relay is not None:
             await relay.start()
             app.media = relay
+        if settings.api.enabled or settings.provisioning.enabled:
+            # The admin API and the provisioning proxy get an event loop and a thread of
+            # their own: a slow request there (argon2 logins, a big TMA export, a stalled
+            # PBX) cannot hold the SIP loop, and the interpreter switches threads every
+            # few milliseconds even under CPU-bound work. What they share with SIP: the
+            # store (thread-safe, a session per operation), the change bus (it hands each
+            # change to its subscriber's own loop) and the gateway's metrics, which are
+            # read on the SIP loop (LoopBoundMetrics).
+            app.services = ServiceLoop()
+            app.services.start()
+            core.metrics = LoopBoundMetrics(app.metrics, asyncio.get_running_loop())
+            core.gateway = LoopBoundGateway(core.gateway, asyncio.get_running_loop())
         if settings.api.enabled:
             app.api = ApiServer(core, host=api_bind(settings, directory))
-            await app.api.start()
+            await app._on_services(app.api.start())
         if settings.provisioning.enabled:
-            app.provisioning = ProvisioningServer(core)
-            await app.provisioning.start()
+            app.provisioning = ProvisioningServer(core, on_auth_failure=core.auth_failure)
+            await app._on_services(app.provisioning.start())
             core.provisioning_log = app.provisioning.recent
         app.metrics.start()
         app.cert_watch = asyncio.create_task(watch_certificates(core), name="limen-certs")
@@ -358,6 +382,102 @@ async def _guard_upkeep(settings: Settings, guard: Guard, interval: float = 2.0)
         if guard.changes != saved:
             saved = guard.changes
             await asyncio.to_thread(_save_bans, settings, guard)
+
+
+_T = TypeVar("_T")
+
+
+class ServiceLoop:
+    """An event loop running in its own thread (for the admin API and provisioning)."""
+
+    def __init__(self) -> None:
+        factory = _loop_factory()
+        self.loop = factory() if factory is not None else asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="limen-services", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    async def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coro`` on this loop and wait for it from the caller's loop."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+class _OnOwnerLoop:
+    """Runs reads on the loop that owns the state they read (the SIP loop): dicts of calls
+    and bindings that loop mutates cannot be iterated from another thread. Calls from that
+    loop's own thread go straight through."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._owner = threading.get_ident()
+
+    def _on_owner(self, call: Callable[[], _T]) -> _T:
+        if threading.get_ident() == self._owner:
+            return call()
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # handed to the caller's thread
+                future.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(run)
+        return future.result(timeout=5.0)
+
+
+class LoopBoundMetrics(_OnOwnerLoop):
+    """A :class:`MetricsProvider` read on the SIP loop."""
+
+    def __init__(self, inner: MetricsProvider, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._inner = inner
+
+    def current(self) -> MetricsSample:
+        return self._on_owner(self._inner.current)
+
+    def history(self, start: float, end: float) -> list[MetricsSample]:
+        return self._on_owner(lambda: self._inner.history(start, end))
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        return self._on_owner(self._inner.counters)
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self._on_owner(self._inner.calls)
+
+
+class LoopBoundGateway(_OnOwnerLoop):
+    """The console's :class:`~limen.core.GatewayView`, read on the SIP loop like the
+    metrics (registrations, recent calls and the SIP history are that loop's dicts)."""
+
+    def __init__(self, inner: GatewayReader, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._view = inner
+
+    def registrations(self) -> dict[str, dict[str, Any]]:
+        return self._on_owner(self._view.registrations)
+
+    def icp_links(self) -> dict[str, dict[str, int]]:
+        return self._on_owner(self._view.icp_links)
+
+    def recent_calls(self) -> list[dict[str, Any]]:
+        return self._on_owner(self._view.recent_calls)
+
+    def messages(self, call_ids: Iterable[str]) -> list[Any]:
+        wanted = list(call_ids)
+        return self._on_owner(lambda: self._view.messages(wanted))
 
 
 def _gateway_metrics(
@@ -469,8 +589,21 @@ def _directory_reloader(
     return on_change
 
 
+def _descriptors_needed(settings: Settings) -> int:
+    """File descriptors the configured connection limits can take, plus room for the
+    listeners, media sockets and the database."""
+    needed = settings.sip.max_connections + 1024
+    if settings.provisioning.enabled:
+        needed += settings.provisioning.max_connections
+    return needed
+
+
 def run(settings: Settings, announce: Announce = print) -> None:
     """Run Limen in the foreground until SIGINT or SIGTERM (uvloop when available)."""
+    warning = raise_open_files_limit(settings.max_open_files, _descriptors_needed(settings))
+    if warning is not None:
+        log.warning("%s", warning)
+        announce(f"warning: {warning}")
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_serve(settings, announce))
 

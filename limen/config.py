@@ -57,6 +57,13 @@ class SipSettings(BaseModel):
     max_connections: int = Field(10000, ge=1)
     idle_timeout: float = Field(300.0, gt=0)
     handshake_timeout: float = Field(10.0, gt=0)
+    # Seconds a message on TCP/TLS may take from its first octet to its last, however
+    # the octets trickle in (Kamailio's tcp_msg_read_timeout; issue 10, slowloris).
+    message_read_timeout: float = Field(10.0, gt=0)
+    # TLS handshakes in progress from one IP address, and in total: past them a new
+    # connection is refused before any cryptography is spent on it.
+    max_handshakes_per_source: int = Field(8, ge=1)
+    max_handshakes: int = Field(1000, ge=1)
     # RFC 3261 §17.1.1.1 timer values, seconds.
     t1: float = Field(0.5, gt=0)
     t2: float = Field(4.0, gt=0)
@@ -135,6 +142,11 @@ class ProvisioningSettings(BaseModel):
     idle_timeout: float = Field(30.0, gt=0)
     max_connections: int = Field(1000, ge=1)
     max_connections_per_source: int = Field(16, ge=1)
+    # TLS handshakes in progress (counted with the connections above, and apart): a flood
+    # of handshakes that never finish cannot take the places of phones (issue 10).
+    handshake_timeout: float = Field(10.0, gt=0)
+    max_handshakes_per_source: int = Field(8, ge=1)
+    max_handshakes: int = Field(256, ge=1)
     # Per source address: a token bucket of `rate_limit_burst` requests refilled at
     # `rate_limit_per_minute`; beyond it, 429.
     rate_limit_per_minute: float = Field(120.0, gt=0)
@@ -221,6 +233,9 @@ class SecuritySettings(BaseModel):
     # max_ban_time. A banned source gets no answer at all, on any listener.
     ban_time: float = Field(600.0, gt=0)
     max_ban_time: float = Field(86400.0, gt=0)
+    # Provisioning hash guesses are blocked locally, NAT-aware (docs/security.md); they ban
+    # the address on every listener only past this many within failure_window.
+    provisioning_ban_failures: int = Field(100, ge=1)
     # Networks never counted, rate-limited nor banned (CIDRs). The ICPs' addresses are
     # always trusted.
     trusted: list[str] = Field(default_factory=list)
@@ -281,6 +296,11 @@ class Settings(BaseSettings):
     # phone that cannot resolve the name never sends its ACK or BYE; issue 11).
     fqdn_for_phones: bool = False
     log_level: str = "INFO"
+    # File descriptors Limen asks for at start (RLIMIT_NOFILE soft limit, up to the hard
+    # limit): every TCP/TLS connection, media socket and database file takes one, and the
+    # usual default of 1024 would let 2,000 connections block calls (issue 10). 0: leave
+    # the limit as inherited.
+    max_open_files: int = Field(65536, ge=0)
     # How often `limen serve` looks for configuration changes made by other processes
     # (the CLI, another node), seconds. Changes made through its own API apply at once.
     config_poll: float = Field(2.0, gt=0)
