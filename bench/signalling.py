@@ -50,6 +50,7 @@ from signalling_support import (
     Capture,
     Daemons,
     SippRun,
+    cpu_seconds,
     free_udp_port,
     percentile,
     rss_kib,
@@ -173,6 +174,102 @@ def call_trial(
         log("    " + uac.errors().strip().splitlines()[-1][:200])
     time.sleep(0.5)
     return trial
+
+
+def protection_cost(work: Path, daemons: Daemons, rate: float, seconds: float) -> None:
+    """Limen's own CPU time per call (user + system, /proc) at a fixed rate, with the
+    protections of issues 9 and 10 on and off, in alternating rounds: a measure of their
+    hot-path cost that the machine's other load disturbs far less than a rate search."""
+    results: dict[bool, list[float]] = {True: [], False: []}
+    for round_ in range(3):
+        for protection in (True, False):
+            uas_port = free_udp_port(UAS_HOST)
+            folder = work / f"limen-cost-{round_}-{protection}"
+            proc, port = start_limen(
+                daemons,
+                folder,
+                icp=(UAS_HOST, uas_port),
+                devices=1,
+                protection=protection,
+                upstream=False,
+            )
+            remote = f"{LOCAL}:{port}"
+            calls = int(rate * seconds)
+            try:
+                bind_uac_port = free_udp_port()
+                bind_uac(work, remote, bind_uac_port)
+                uas = SippRun(
+                    work,
+                    f"cost-uas-{uas_port}",
+                    [
+                        "-i",
+                        UAS_HOST,
+                        "-p",
+                        str(uas_port),
+                        "-m",
+                        str(calls),
+                        "-timeout",
+                        f"{seconds * 2 + 30:.0f}s",
+                    ],
+                    work / "uas.xml",
+                )
+                time.sleep(0.3)
+                before = cpu_seconds(proc.pid)
+                uac = SippRun(
+                    work,
+                    f"cost-uac-{uas_port}",
+                    [
+                        remote,
+                        "-i",
+                        LOCAL,
+                        "-p",
+                        str(bind_uac_port),
+                        "-m",
+                        str(calls),
+                        "-r",
+                        f"{rate:g}",
+                        "-s",
+                        "bench",
+                        "-key",
+                        "caller",
+                        "p0",
+                        "-key",
+                        "fdomain",
+                        LOCAL,
+                        "-key",
+                        "rdomain",
+                        LOCAL,
+                        "-recv_timeout",
+                        "8000",
+                        "-timeout",
+                        f"{seconds * 2 + 30:.0f}s",
+                        "-default_behaviors",
+                        "all,-abortunexp",
+                    ],
+                    work / "uac.xml",
+                )
+                a = uac.wait(seconds * 2 + 35)
+                uas.wait(5)
+                spent = cpu_seconds(proc.pid) - before
+            finally:
+                daemons.stop(proc, sig=signal.SIGINT)
+            per_call = spent / max(1, a.successful) * 1e6
+            results[protection].append(per_call)
+            log(
+                f"  round {round_ + 1} protection {'on ' if protection else 'off'}: "
+                f"{a.successful}/{calls} calls, Limen CPU {spent:.2f} s = {per_call:.0f} µs/call"
+            )
+    on, off = sorted(results[True])[1], sorted(results[False])[1]
+    print(
+        f"\nProtection cost at {rate:g} calls/s ({seconds:g} s per round, medians of 3; "
+        f"load before {loadavg()}):"
+    )
+    print(
+        f"| Limen | CPU per call |\n|---|---|\n| protections on | {on:.0f} µs |\n"
+        f"| protections off | {off:.0f} µs |"
+    )
+    verdict = "met" if off / on >= 0.95 else "NOT met"
+    print(f"capacity on / off = {off / on:.3f} (aim >= 0.95: {verdict})")
 
 
 def bind_uac(work: Path, remote: str, uac_port: int) -> None:
@@ -307,6 +404,14 @@ def main() -> int:
     parser.add_argument(
         "--only", default="", help="comma list of call targets: limen,sippy,kamailio"
     )
+    parser.add_argument(
+        "--cost",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="only the protections' cost: Limen's CPU per call at RATE calls/s, protections "
+        "on and off, alternating (3 rounds each)",
+    )
     parser.add_argument("--profile", default="", help="cProfile the Limen call server to FILE")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
@@ -333,6 +438,9 @@ def main() -> int:
         kam = start_kamailio(daemons, work / "kamailio", subscribers)
         log(f"kamailio on {KAMAILIO_HOST}:{kam.port} (pid {kam.process.pid}); work {work}")
 
+        if args.cost:
+            protection_cost(work, daemons, args.cost, seconds)
+            return 0
         if "calls" not in skip:
             profile = Path(args.profile).resolve() if args.profile else None
 

@@ -266,6 +266,12 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_udp_listening(host: str, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     """Poll /proc/net/udp until someone listens on host:port (or the process died)."""
     want = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"

@@ -37,7 +37,6 @@ from limen.gateway.context import (
     GatewayContext,
     LocalAddresses,
     local_addresses,
-    route_source_address,
 )
 from limen.gateway.gateway import Gateway
 from limen.gateway.guard import Guard, ban_line
@@ -49,6 +48,7 @@ from limen.gateway.registrar import Registrar
 from limen.gateway.relay import RelayMedia, create_relay_media
 from limen.gateway.stack import SipStack
 from limen.gateway.upstream import UpstreamRegistrar
+from limen.ops.listeners import api_host
 from limen.provisioning import ProvisioningServer
 from limen.rlimits import raise_open_files_limit
 from limen.security import Ban
@@ -345,22 +345,14 @@ def _guard(settings: Settings, core: Core, directory: Directory) -> Guard:
 
 
 def api_bind(settings: Settings, directory: Directory) -> str:
-    """Where the admin API listens: ``api.bind`` if set, else the LAN side only."""
-    if settings.api.bind:
-        return settings.api.bind
-    lan = settings.sip.lan_ip
-    if not lan:
-        for icp in directory.icps.values():
-            lan = route_source_address(icp.address, icp.port) or ""
-            if lan:
-                break
-    if not lan:
+    """Where the admin API listens (:func:`limen.ops.listeners.api_host`)."""
+    host = api_host(settings, [(icp.address, icp.port) for icp in directory.icps.values()])
+    if host == "127.0.0.1" and not settings.api.bind:
         log.warning(
             "admin API on 127.0.0.1 only: no LAN address known yet (set sip.lan_ip, add an "
             "ICP, or set api.bind)"
         )
-        return "127.0.0.1"
-    return lan
+    return host
 
 
 def _save_bans(settings: Settings, guard: Guard) -> None:

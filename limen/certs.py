@@ -209,6 +209,31 @@ def san_entries(settings: Settings, core_or_store: Any = None) -> tuple[list[San
     return entries, problems
 
 
+def api_lan_entries(
+    settings: Settings, core_or_store: Any, present: list[SanEntry]
+) -> list[SanEntry]:
+    """The LAN address the admin API listens on by default (issue 10: the API is on the
+    LAN side), as an IP SAN of the API certificate, so the PBX and admins reach it there
+    with Limen's CA and no extra name."""
+    from limen.ops.listeners import api_host
+
+    store = _store_of(core_or_store)
+    icps: list[tuple[str, int]] = []
+    if store is not None:
+        try:
+            icps = [(icp.address, icp.port) for icp in store.icps.list()]
+        except Exception:  # no store yet (first init): the public names only
+            icps = []
+    host = api_host(settings, icps).strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return []
+    if address.is_unspecified or any(e.kind == "IP" and e.value == str(address) for e in present):
+        return []
+    return [SanEntry("IP", str(address))]
+
+
 def subject_alt_names(fqdn: str, ip: str, extra: list[str] | None = None) -> list[x509.GeneralName]:
     """DNS=fqdn, IP=ip, then ``extra`` items (kept for existing callers)."""
     items = ([f"DNS={fqdn}"] if fqdn else []) + ([f"IP={ip}"] if ip else [])
@@ -568,8 +593,12 @@ def ensure_certificates(
         lines.append(f"created Limen's CA {ca.cert_path} (export it with `limen cert ca`)")
     entries, problems = san_entries(settings, core_or_store)
     lines += [f"warning: certificate name {p}" for p in problems]
-    names = ", ".join(str(e) for e in entries)
+    public_entries = entries
     for item in certificate_slots(settings):
+        entries = public_entries
+        if item.name == "api":
+            entries = public_entries + api_lan_entries(settings, core_or_store, public_entries)
+        names = ", ".join(str(e) for e in entries)
         if wanted is not None and item.name not in wanted:
             continue
         if item.operator:

@@ -576,7 +576,7 @@ def _served_by_us(listener: PlannedListener, inp: DoctorInput) -> bool | None:
 
 def check_listeners(inp: DoctorInput) -> list[Finding]:
     out: list[Finding] = []
-    for listener in planned_listeners(inp.settings):
+    for listener in planned_listeners(inp.settings, [(i.address, i.port) for i in inp.icps]):
         exc = bind_error(listener)
         if exc is None:
             out.append(

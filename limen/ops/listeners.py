@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,9 +32,32 @@ class PlannedListener:
         return f"{self.what} {self.proto.upper()} {host}:{self.port}"
 
 
-def planned_listeners(settings: Settings) -> list[PlannedListener]:
+def api_host(settings: Settings, icps: Iterable[tuple[str, int]] = ()) -> str:
+    """Where the admin API listens: ``api.bind`` if set, else the LAN side only
+    (``sip.lan_ip``, else the local address the routing table uses toward the first ICP of
+    ``icps`` (address, port), else 127.0.0.1). Issue 10: the API is not on the internet
+    unless the administrator says so."""
+    if settings.api.bind:
+        return settings.api.bind
+    if settings.sip.lan_ip:
+        return settings.sip.lan_ip
+    for address, port in icps:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.connect((address.strip("[]"), port))  # no packet: a routing lookup
+                return str(sock.getsockname()[0])
+        except OSError:
+            continue
+    return "127.0.0.1"
+
+
+def planned_listeners(
+    settings: Settings, icps: Iterable[tuple[str, int]] = ()
+) -> list[PlannedListener]:
     """Every listening socket ``limen serve`` opens with these settings (not the media
-    ports, which are a range: see :func:`media_range`)."""
+    ports, which are a range: see :func:`media_range`); ``icps`` (address, port) decide
+    where an admin API without ``api.bind`` listens."""
     sip = settings.sip
     out: list[PlannedListener] = []
     for host in [h for h in (sip.bind, sip.bind6) if h]:
@@ -58,7 +82,8 @@ def planned_listeners(settings: Settings) -> list[PlannedListener]:
         )
     if settings.api.enabled:
         api = settings.api
-        out.append(PlannedListener("admin API", "tcp", api.bind, api.port, "api.port", "admin"))
+        host = api_host(settings, icps)
+        out.append(PlannedListener("admin API", "tcp", host, api.port, "api.port", "admin"))
     return out
 
 

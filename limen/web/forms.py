@@ -41,11 +41,11 @@ OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "Local streaming",
-        ("codec_support", "rtp_frame_size", "set_side_rtp_security", "icp_side_rtp_security"),
+        ("setside_codec", "rtpframesize", "set_side_rtp_security", "icp_side_rtp_security"),
     ),
     (
         "PRACK support",
-        ("prack_support", "options_keepalive", "options_interval", "challenge_methods"),
+        ("prack_support", "options_hb", "heartbeat_interval", "challenge_methods"),
     ),
     ("Media ports", ("srtp_port_min", "srtp_port_max")),
     (
@@ -79,13 +79,13 @@ OPTION_LABELS = {
     "setside_reg_expiry": "Set-side registration expiry time (s)",
     "icpside_reg_expiry": "ICP-side registration expiry time (s)",
     "allowed_uri_names": "Allowed URI names",
-    "codec_support": "Codec support",
-    "rtp_frame_size": "RTP framesize",
+    "setside_codec": "Codec support",
+    "rtpframesize": "RTP framesize",
     "set_side_rtp_security": "Set-side RTP security",
     "icp_side_rtp_security": "ICP-side RTP security",
     "prack_support": "PRACK support",
-    "options_keepalive": "Send OPTIONS keepalives",
-    "options_interval": "OPTIONS interval (s)",
+    "options_hb": "Send OPTIONS keepalives",
+    "heartbeat_interval": "OPTIONS interval (s)",
     "challenge_methods": "Challenge methods",
     "srtp_port_min": "RTP/SRTP port range: first",
     "srtp_port_max": "RTP/SRTP port range: last",
@@ -196,12 +196,14 @@ def permissions_from_form(form: FormData) -> list[dict[str, Any]]:
 # option each one overrides (for its label and help).
 DEVICE_OPTIONS = {
     "challenge_methods": "challenge_methods",
-    "options_hb": "options_keepalive",
-    "heartbeat_interval": "options_interval",
+    "options_hb": "options_hb",
+    "heartbeat_interval": "heartbeat_interval",
     "prack_support": "prack_support",
     "set_side_rtp_security": "set_side_rtp_security",
-    "setside_codec": "codec_support",
-    "rtpframesize": "rtp_frame_size",
+    "setside_codec": "setside_codec",
+    "rtpframesize": "rtpframesize",
+    "max_calls": "max_calls_per_device",
+    "max_call_attempts": "max_call_attempts_per_minute",
 }
 
 

@@ -380,10 +380,16 @@ def provision_limen(folder: Path) -> None:
                 "sip_tls": True,
                 "options_keepalive": "Never",
                 "set_side_rtp_security": "Disable",
+                # The load scenarios (500 calls over 30 devices) are no single phone's
+                # behaviour: no per-device admission limits here, except for the device
+                # whose limit the security scenario tests (issue 10).
+                "max_calls_per_device": 0,
+                "max_call_attempts_per_minute": 0,
             }
         )
         for user in TLS_USERS + MEDIA_USERS:
             store.devices.update(user, DeviceUpdate(set_side_rtp_security="Require"))
+        store.devices.update(GATE_USERS[5], DeviceUpdate(max_calls=4, max_call_attempts=20))
     finally:
         store.close()
 

@@ -384,7 +384,7 @@ def test_the_guide_from_install_to_a_call(guide_lab: SimpleNamespace) -> None:
                 "dmz",
                 "limen admin token add admin check --json | jq -r .token > .t && "
                 'curl -s --cacert data/tls/ca.pem -H "Authorization: Bearer $(cat .t)" '
-                "https://203.0.113.10:8443/mslrest/limen/v1/calls/count/",
+                "https://10.10.0.1:8443/mslrest/limen/v1/calls/count/",  # the API: LAN side
                 deploy,
             ).stdout
             if '"count":0' in count.replace(" ", ""):

@@ -137,7 +137,8 @@ async def test_strict_types_on_updates_and_global_options(any_http: httpx.AsyncC
     r = await any_http.put("/mslrest/mbg/v1/globaloptions/", json={"sip_udp": 1})
     assert r.status_code == 422
     r = await any_http.put("/mslrest/mbg/v1/globaloptions/", json={"options_interval": 30})
-    assert r.status_code == 200 and r.json()["options_interval"] == 30
+    # the old name is still accepted; answers use the current one (issue 11)
+    assert r.status_code == 200 and r.json()["heartbeat_interval"] == 30
     body = '{"options_interval": NaN}'
     r = await any_http.put(
         "/mslrest/mbg/v1/globaloptions/",

@@ -40,6 +40,10 @@ LEGIT = "127.0.0.1"
 # buffer (a few hundred bytes here) and one protocol object each, 1,200 pending
 # handshakes at one SSLObject each (~30 KB with OpenSSL 3's buffers).
 RSS_BOUND = 80 * 1024 * 1024
+# Connections per source address (60 sources). CI keeps them small; the issue's scale is
+# LIMEN_SLOW_PER_SOURCE=50 (3,000 slowloris) and LIMEN_SILENT_PER_SOURCE=200 (12,000 TLS).
+SLOW_PER_SOURCE = int(os.environ.get("LIMEN_SLOW_PER_SOURCE", "20"))
+SILENT_PER_SOURCE = int(os.environ.get("LIMEN_SILENT_PER_SOURCE", "10"))
 
 
 @dataclass
@@ -263,11 +267,13 @@ async def run_attack(served: Served, attack: str) -> tuple[list[float], int, Leg
     started = time.monotonic()
     if attack == "slowloris":
         jobs = [
-            slowloris(served.sip_port, src, started, closed) for src in SOURCES for _ in range(20)
+            slowloris(served.sip_port, src, started, closed)
+            for src in SOURCES
+            for _ in range(SLOW_PER_SOURCE)
         ]
     else:
         port = served.tls_port if attack == "tls" else served.prov_port
-        jobs = [silent_tls(port, src, closed) for src in SOURCES for _ in range(10)]
+        jobs = [silent_tls(port, src, closed) for src in SOURCES for _ in range(SILENT_PER_SOURCE)]
     total = len(jobs)
     peak = 0
     pid = served.process.pid

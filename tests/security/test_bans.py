@@ -158,13 +158,24 @@ def test_scanner_user_agents_are_dropped(agent: str) -> None:
 
 
 def test_guard_auth_failures_count_by_kind() -> None:
-    guard, bans = make_guard(Clock(), max_failures=3)
-    for kind in ("sip", "login", "provisioning"):
+    guard, bans = make_guard(Clock(), max_failures=3, provisioning_ban_failures=4)
+    for kind in ("sip", "login", "console"):
         guard.auth_failure("198.51.100.9", "admin", kind)
     assert bans and guard.banned("198.51.100.9")
+    # Provisioning strikes are blocked by the proxy itself (NAT-aware); they ban an
+    # address everywhere only past their own, higher bar.
+    for _ in range(4):
+        assert guard.auth_failure("198.51.100.10", None, "provisioning") is None
+    assert not guard.banned("198.51.100.10")
+    assert guard.auth_failure("198.51.100.10", None, "provisioning") is not None
     counters = guard.counters()
-    assert counters["auth_failures_total"] == {"sip": 1, "login": 1, "provisioning": 1}
-    assert counters["security_bans_total"]["auth"] == 1
+    assert counters["auth_failures_total"] == {
+        "sip": 1,
+        "login": 1,
+        "console": 1,
+        "provisioning": 5,
+    }
+    assert counters["security_bans_total"] == {"auth": 1, "user-guess": 0, "flood": 1, "manual": 0}
 
 
 def test_control_requests() -> None:

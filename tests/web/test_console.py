@@ -612,10 +612,11 @@ async def test_provisioning_hash_paths_and_tma_exports(http: httpx.AsyncClient, 
                      clientid="00085D4330B8")
     )  # fmt: skip
     page = await http.get("/console/provisioning")
-    assert "https://limen.test:4445/9a48085c1b816fd1b512e8b186686a6/" in page.text
+    host = core.settings.set_side_host  # what phones are given (issue 11: the IP first)
+    assert f"https://{host}:4445/9a48085c1b816fd1b512e8b186686a6/" in page.text
     r = await http.get(f"/console/provisioning/{icp.guid}/tma.csv")
     assert r.status_code == 200
-    assert "00085D4330B8,7000,7000,password1,limen.test,limen.test,limen.test," in r.text
+    assert f"00085D4330B8,7000,7000,password1,{host},{host},{host}," in r.text
     r = await http.get(f"/console/provisioning/{icp.guid}/tma.xlsx")
     assert r.status_code == 200 and r.content[:2] == b"PK"
     assert r.headers["content-disposition"] == 'attachment; filename="tma_mv5000.xlsx"'
@@ -665,7 +666,7 @@ async def test_consumer_edit_shows_and_changes_the_grid(
             name="mv5000",
             permissions=[
                 Permission(path="MBG/mbg/v1/globaloptions/", read=True, write=True),
-                Permission(path="/limen/v1/calls/", read=True),
+                Permission(path="/mbg/v1/devices/sip/", read=True),
             ],
         )
     )
@@ -675,16 +676,16 @@ async def test_consumer_edit_shows_and_changes_the_grid(
     assert re.search(r'name="read_10" aria-label="[^"]*" checked', html)
     assert re.search(r'name="write_10" aria-label="[^"]*" checked', html)
     assert not re.search(r'name="read_0" aria-label="[^"]*" checked', html)
-    assert "/limen/v1/calls/ r" in html  # a path outside MBG's list, kept editable
+    assert "/mbg/v1/devices/sip/ r" in html  # a path outside the grid, kept editable
     r = await post_form(
-        http, page, page, {"read_12": "on", "extra_permissions": "/limen/v1/calls/ rw"}
+        http, page, page, {"read_12": "on", "extra_permissions": "/mbg/v1/devices/sip/ rw"}
     )
     assert r.status_code == 303
     consumer = core.store.consumers.get("mv5000")
     assert not consumer.active  # the box was left unticked
     assert {(p.path, p.read, p.write) for p in consumer.permissions} == {
         ("/mbg/v1/icps/", True, False),
-        ("/limen/v1/calls/", True, True),
+        ("/mbg/v1/devices/sip/", True, True),
     }
 
 
