@@ -51,6 +51,8 @@ class SipSettings(BaseModel):
     max_connections: int = Field(10000, ge=1)
     idle_timeout: float = Field(300.0, gt=0)
     handshake_timeout: float = Field(10.0, gt=0)
+    # DNS servers for ICP names (RFC 3263), "host" or "host:port"; empty: resolv.conf.
+    dns_servers: list[str] = Field(default_factory=list)
     # RFC 3261 §17.1.1.1 timer values, seconds.
     t1: float = Field(0.5, gt=0)
     t2: float = Field(4.0, gt=0)
