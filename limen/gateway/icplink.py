@@ -365,7 +365,7 @@ class IcpLinks:
             self._count("icp_link_changes_total", f"{link.icp.name} up")
             log.info("ICP target %s is up", name)
             if previous is False:
-                self._emit(f"ICP target {name} is up again", "cleared")
+                self._emit(f"ICP target {name} is up again", "info")
         else:
             state.down_events += 1
             self._count("icp_link_changes_total", f"{link.icp.name} down")
@@ -375,7 +375,7 @@ class IcpLinks:
     def _emit(self, message: str, severity: str) -> None:
         if self.on_event is not None:
             try:
-                self.on_event(message, severity, "alarm" if severity != "cleared" else "event")
+                self.on_event(message, severity, "alarm" if severity != "info" else "event")
             except Exception:
                 log.exception("could not record the ICP link event")
 
