@@ -346,10 +346,12 @@ class IcpLinks:
             if state is None:
                 continue
             state.last_error = reason
-            self._emit(
-                f"ICP {link.icp.name}: TLS connection to {state.target.key} refused: {reason}",
-                "major",
-            )
+            if state.up is not False:  # one alarm per failure streak, not per attempt
+                self._emit(
+                    f"ICP {link.icp.name}: TLS connection to {state.target.key} refused: "
+                    f"{reason}",
+                    "major",
+                )
             self._set(link, state, False, reason)
             return
 
