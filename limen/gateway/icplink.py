@@ -348,8 +348,7 @@ class IcpLinks:
             state.last_error = reason
             if state.up is not False:  # one alarm per failure streak, not per attempt
                 self._emit(
-                    f"ICP {link.icp.name}: TLS connection to {state.target.key} refused: "
-                    f"{reason}",
+                    f"ICP {link.icp.name}: TLS connection to {state.target.key} refused: {reason}",
                     "major",
                 )
             self._set(link, state, False, reason)
