@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from gw_call_support import KAMAILIO_CFG as CALL_CFG
+from gw_call_support import UdpUa, sipp
+from gw_call_support import make_settings as call_settings
 from gw_reg_support import KAMAILIO_CFG, Phone, make_settings, wait_for
-from icplink_lab import dnsmasq
+from icplink_lab import dnsmasq, free_udp_port
 from kamailio_lab import Kamailio, launch_kamailio
 
 from limen.app import RunningApp, prepare, start
@@ -153,3 +156,101 @@ async def test_registrations_fail_over_to_the_second_pbx(limen: RunningApp, pair
     assert states(limen)["pbx2.test"] == "up"
     first.close()
     second.close()
+
+
+# -- calls ------------------------------------------------------------------------------------
+
+PHONE = "2101"
+EXT = "ext3101"
+
+
+@pytest.fixture
+def call_pair(tmp_path: Path) -> Iterator[Pair]:
+    subscribers = {icp_user(PHONE): f"pw-{PHONE}", EXT: f"pw-{EXT}"}
+    pbx1 = launch_kamailio(
+        tmp_path / "cpbx1", CALL_CFG, subscribers, host="127.0.0.2", domain="pbx.test"
+    )
+    try:
+        pbx2 = launch_kamailio(
+            tmp_path / "cpbx2", CALL_CFG, subscribers, host="127.0.0.3", domain="pbx.test"
+        )
+    except BaseException:
+        pbx1.stop()
+        raise
+    records = [
+        "local-ttl=30",
+        f"srv-host=_sip._udp.pbx.test,pbx1.test,{pbx1.port},10,1",
+        f"srv-host=_sip._udp.pbx.test,pbx2.test,{pbx2.port},20,1",
+        "host-record=pbx1.test,127.0.0.2",
+        "host-record=pbx2.test,127.0.0.3",
+    ]
+    try:
+        with dnsmasq(tmp_path / "cdns", records) as dns:
+            yield Pair(pbx1, pbx2, dns)
+    finally:
+        pbx1.stop()
+        pbx2.stop()
+
+
+def invites(kam: Kamailio) -> int:
+    return kam.log().count("LIMENTEST-REQ INVITE")
+
+
+async def test_new_calls_move_to_the_second_pbx(tmp_path: Path, call_pair: Pair) -> None:
+    settings = call_settings(tmp_path / "limen", dns_servers=[call_pair.dns])
+    prepare(settings)
+    store = open_store(settings)
+    try:
+        store.icps.create(
+            IcpCreate(
+                name="pbx",
+                address="pbx.test",  # no NAPTR here: SRV per transport (RFC 3263 §4.1)
+                transport="udp",
+                sip_capabilities=["udp"],
+                options_interval=1,
+            )
+        )
+        store.devices.create(
+            DeviceCreate(
+                setside_username=PHONE,
+                setside_password=f"set-{PHONE}",
+                icp="pbx",
+                icpside_username=icp_user(PHONE),
+                icpside_password=f"pw-{PHONE}",
+            )
+        )
+        store.options.set({"sip_udp": True, "options_keepalive": "Never"})
+    finally:
+        store.close()
+    # The extension is registered at both PBXs from one port (a cluster shares it).
+    ua = UdpUa(EXT, f"pw-{EXT}", ("127.0.0.2", call_pair.pbx1.port))
+    ext_port = ua.port
+    assert (await ua.register()).status == 200
+    ua.close()
+    ua = UdpUa(EXT, f"pw-{EXT}", ("127.0.0.3", call_pair.pbx2.port), port=ext_port)
+    assert (await ua.register()).status == 200
+    ua.close()
+    app = await start(settings)
+    try:
+        callee = await sipp(tmp_path, "ext", "uas_rr", port=ext_port, calls=2)
+        target = f"127.0.0.1:{app.port(Transport.UDP)}"
+        inf = f"{PHONE};127.0.0.1;[authentication username={PHONE} password=set-{PHONE}];{EXT}"
+
+        async def call(name: str) -> None:
+            caller = await sipp(
+                tmp_path, name, "call_uac", port=free_udp_port(), remote=target, inf=inf
+            )
+            rc = await caller.wait()
+            assert rc == 0, caller.explain()
+
+        await call("phone1")
+        assert invites(call_pair.pbx1) == 1 and invites(call_pair.pbx2) == 0
+
+        call_pair.pbx1.stop()
+        await wait_for(lambda: states(app)["pbx1.test"] == "down", 5)
+        await call("phone2")  # the next call goes to pbx2 and succeeds
+        assert invites(call_pair.pbx2) == 1
+        assert (await callee.wait()) == 0, callee.explain()
+        assert app.calls is not None and app.calls.calls_failed == 0
+    finally:
+        await app.close()
