@@ -277,8 +277,9 @@ async def start(settings: Settings) -> RunningApp:
         # IP literals are targets at once; names resolve in the background (bounded wait
         # here so the first REGISTERs find them).
         links.load(directory.icps.values())
-        for icp in directory.icps.values():
-            await links.wait_resolved(icp, timeout=3.0)
+        await asyncio.gather(
+            *(links.wait_resolved(icp, timeout=3.0) for icp in directory.icps.values())
+        )
         # After the listeners: upstream Contacts name the bound ports.
         await registrar.start()
         keepalive.start()
