@@ -45,7 +45,7 @@ from limen.gateway.resolver import (
 from limen.sip.addressing import Destination, Transport
 from limen.sip.message import Request
 from limen.sip.transaction import ResponseReceived
-from limen.transport.tls import NO_VERIFY_WARNING, ClientTls, icp_client_tls
+from limen.transport.tls import NO_VERIFY_WARNING, ClientTls, icp_client_tls, refusing_tls
 
 if TYPE_CHECKING:
     from limen.gateway.context import GatewayContext
@@ -177,8 +177,11 @@ class IcpLinks:
         try:
             link.trust = icp_client_tls(self.ctx.settings, icp)
         except (OSError, ValueError) as exc:
+            # Fail closed: a TLS setting that cannot be used refuses every connection
+            # rather than falling back to the unverified default context.
             link.error = f"TLS settings unusable: {exc}"
             log.error("ICP %s: %s", icp.name, link.error)
+            link.trust = refusing_tls(link.error, icp.name)
             return
         if not link.trust.verifies and icp.transport.lower() == "tls":
             log.warning("%s", NO_VERIFY_WARNING.format(name=icp.name))
@@ -217,7 +220,11 @@ class IcpLinks:
     async def _resolve(self, link: IcpLink) -> None:
         icp = link.icp
         transports = [Transport(c) for c in icp.sip_capabilities if c in ("udp", "tcp", "tls")]
-        result = await self.resolver.resolve(icp.address, icp.port, transports, _transport(icp))
+        try:
+            result = await self.resolver.resolve(icp.address, icp.port, transports, _transport(icp))
+        except Exception:  # never let a resolution bug stop the retries
+            log.exception("ICP %s: resolving %s failed", icp.name, icp.address)
+            result = Resolution([], RETRY_RESOLVE)
         if self.links.get(icp.guid) is not link:
             return
         if result.targets:

@@ -119,6 +119,9 @@ class ClientTls:
     pin: bytes | None
     mode: str
     label: str = ""
+    # Set when the configured trust could not be built (unreadable CA file, bad pin):
+    # every connection is then refused with this reason (fail closed, never open).
+    refuse: str = ""
 
     @property
     def verifies(self) -> bool:
@@ -128,6 +131,8 @@ class ClientTls:
         """After the handshake, before any write: why the peer's certificate is refused
         (the pin does not match), or None. The chain and name were checked by OpenSSL
         during the handshake."""
+        if self.refuse:
+            return self.refuse
         if self.pin is None:
             return None
         if not der or not hmac.compare_digest(hashlib.sha256(der).digest(), self.pin):
@@ -166,6 +171,12 @@ def client_tls(
         client_key=client_key,
     )
     return ClientTls(context, server_name, digest if verify else None, mode, label)
+
+
+def refusing_tls(reason: str, label: str = "") -> ClientTls:
+    """A trust that refuses every peer: what a broken TLS configuration amounts to."""
+    # No chain check: the handshake completes and check_peer refuses with the reason.
+    return ClientTls(client_context(False), None, None, "invalid", label, refuse=reason)
 
 
 def icp_host_name(icp: IcpRecord) -> str:

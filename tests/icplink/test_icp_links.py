@@ -150,3 +150,19 @@ def test_resolved_addresses_count_as_icp_side(links: Any) -> None:
     directory.icps = {record.guid: record}
     assert directory.icp_at("10.0.0.3") == record
     assert directory.icp_at("10.0.0.99") is None
+
+
+def test_unusable_tls_settings_fail_closed(links: Any) -> None:
+    manager, _, _ = links
+    broken = icp(
+        guid="00000000-0000-0000-0000-0000000000cc",
+        name="broken",
+        address="10.0.0.7",
+        transport="tls",
+        tls_ca_file="/nonexistent/ca.pem",
+    )
+    manager.load([broken])
+    trust = manager.links[broken.guid].trust
+    assert trust is not None and trust.mode == "invalid"
+    assert trust.check_peer(b"any certificate") is not None  # every peer refused
+    assert "TLS settings unusable" in manager.snapshot()[0]["error"]

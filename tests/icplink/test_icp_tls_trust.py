@@ -21,7 +21,7 @@ from limen.provisioning.upstream import UpstreamError, connect, upstream_tls
 from limen.sip.addressing import Destination, Transport
 from limen.store.schemas import IcpRecord
 from limen.transport import TransportError, TransportLayer
-from limen.transport.tls import ClientTls, client_tls, icp_client_tls
+from limen.transport.tls import ClientTls, client_tls, icp_client_tls, refusing_tls
 
 PBX_NAME = "pbx.example.test"
 PAYLOAD = b"OPTIONS sip:pbx.example.test SIP/2.0\r\n\r\n"
@@ -249,4 +249,11 @@ async def test_provisioning_link_uses_the_icps_trust(tmp_path: Path, pki: Pki) -
     async with tls_peer(pki.rogue) as peer:
         with pytest.raises(UpstreamError, match="pinned"):
             await connect("127.0.0.1", peer.port, wrong_pin, 5.0)
+    assert peer.received == b""
+
+
+async def test_refusing_trust_sends_nothing(pki: Pki) -> None:
+    async with tls_peer(pki.pbx) as peer:
+        with pytest.raises(TransportError, match="unusable"):
+            await dial(refusing_tls("TLS settings unusable: no CA file"), peer)
     assert peer.received == b""
