@@ -160,7 +160,7 @@ class IcpLinks:
                 link.icp = icp
                 continue
             if link is not None:
-                self._stop(link)
+                self._stop(link, drop_tls=not _same_trust(link.icp, icp))
             link = IcpLink(icp)
             self.links[guid] = link
             self._set_trust(link)
@@ -195,7 +195,7 @@ class IcpLinks:
         for link in self.links.values():
             self._stop(link)
 
-    def _stop(self, link: IcpLink) -> None:
+    def _stop(self, link: IcpLink, *, drop_tls: bool = True) -> None:
         for task in (link.resolving, link.pinger):
             if task is not None:
                 task.cancel()
@@ -205,6 +205,9 @@ class IcpLinks:
         if layer is not None:
             for target in link.targets:
                 layer.tls_peers.pop((target.host, target.port), None)
+                if drop_tls and target.transport is Transport.TLS:
+                    # A connection verified under the old trust must not outlive it.
+                    layer.drop_outbound(Transport.TLS, (target.host, target.port))
 
     def _layer(self) -> Any:
         """The transport layer (the stack's sender) when it takes per-peer TLS trust."""
@@ -483,6 +486,20 @@ def _transport(icp: IcpRecord) -> Transport:
         return Transport(icp.transport.lower())
     except ValueError:
         return Transport.UDP
+
+
+def _same_trust(a: IcpRecord, b: IcpRecord) -> bool:
+    fields = (
+        "address",
+        "domain",
+        "tls_verify",
+        "tls_ca_file",
+        "tls_pin_sha256",
+        "tls_server_name",
+        "tls_client_cert",
+        "tls_client_key",
+    )
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
 def _same_link(a: IcpRecord, b: IcpRecord) -> bool:

@@ -406,6 +406,19 @@ class TransportLayer:
             return
         raise TransportError(f"no UDP socket for {'IPv6' if family == socket.AF_INET6 else 'IPv4'}")
 
+    def drop_outbound(self, transport: Transport, remote: Address) -> int:
+        """Abort our connections to ``remote`` (its trust changed: the next request
+        dials again and verifies the peer anew). Returns how many were dropped."""
+        host = unbracket(remote[0])
+        doomed = [
+            c
+            for c in self._table
+            if not c.inbound and c.transport is transport and c.remote == (host, remote[1])
+        ]
+        for conn in doomed:
+            conn.abort()
+        return len(doomed)
+
     def _tls_refused(self, dest: Destination, reason: str) -> None:
         self.counters.tls_refused += 1
         log.warning("TLS peer %s refused: %s", format_hostport(dest.host, dest.port), reason)

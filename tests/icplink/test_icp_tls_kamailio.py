@@ -27,7 +27,7 @@ from kamailio_lab import Kamailio, launch_kamailio
 from limen.app import RunningApp, prepare, start
 from limen.sip import Transport
 from limen.store import open_store
-from limen.store.schemas import DeviceCreate, IcpCreate
+from limen.store.schemas import DeviceCreate, IcpCreate, IcpUpdate
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(90)]
 
@@ -223,5 +223,9 @@ async def test_per_icp_trust_against_kamailio(limen: RunningApp, lab: Lab) -> No
     alarms = [e.message for e in store.events.list(kind="alarm", limit=200)]
     for name in ("rogue", "wrongname", "wrongpin"):
         assert any(f"ICP {name}: TLS connection" in m and "refused" in m for m in alarms), alarms
+    # A changed trust drops the connection verified under the old one: with a wrong pin
+    # now, the next ping dials again and is refused (a reused connection would pass).
+    store.icps.update("pinned", IcpUpdate(tls_pin_sha256=lab.pbx.fingerprint))
+    await wait_for(lambda: link_state(limen, "pinned") == "down", 6)
     for phone in phones:
         phone.close()
