@@ -30,6 +30,7 @@ def dnsmasq(folder: Path, records: list[str], host: str = "127.0.0.1") -> Iterat
     folder.mkdir(parents=True, exist_ok=True)
     conf = folder / "dnsmasq.conf"
     lines = ["no-resolv", "no-hosts", "bind-interfaces", f"listen-address={host}", f"port={port}"]
+    lines.append("local=/test/")  # authoritative for .test: NXDOMAIN / no data, not REFUSED
     conf.write_text("\n".join(lines + records) + "\n")
     log = (folder / "dnsmasq.log").open("wb")
     proc = subprocess.Popen(

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gw_call_support import KAMAILIO_CFG as CALL_CFG
@@ -196,8 +197,12 @@ def invites(kam: Kamailio) -> int:
     return kam.log().count("LIMENTEST-REQ INVITE")
 
 
-async def test_new_calls_move_to_the_second_pbx(tmp_path: Path, call_pair: Pair) -> None:
-    settings = call_settings(tmp_path / "limen", dns_servers=[call_pair.dns])
+async def call_limen(
+    tmp_path: Path, call_pair: Pair, *, options_interval: int, **sip: Any
+) -> tuple[RunningApp, int]:
+    """Limen with the ICP known as pbx.test, and the extension registered at both PBXs
+    from one port (a cluster shares its registrations); returns (app, extension port)."""
+    settings = call_settings(tmp_path / "limen", dns_servers=[call_pair.dns], **sip)
     prepare(settings)
     store = open_store(settings)
     try:
@@ -207,7 +212,7 @@ async def test_new_calls_move_to_the_second_pbx(tmp_path: Path, call_pair: Pair)
                 address="pbx.test",  # no NAPTR here: SRV per transport (RFC 3263 §4.1)
                 transport="udp",
                 sip_capabilities=["udp"],
-                options_interval=1,
+                options_interval=options_interval,
             )
         )
         store.devices.create(
@@ -222,7 +227,6 @@ async def test_new_calls_move_to_the_second_pbx(tmp_path: Path, call_pair: Pair)
         store.options.set({"sip_udp": True, "options_keepalive": "Never"})
     finally:
         store.close()
-    # The extension is registered at both PBXs from one port (a cluster shares it).
     ua = UdpUa(EXT, f"pw-{EXT}", ("127.0.0.2", call_pair.pbx1.port))
     ext_port = ua.port
     assert (await ua.register()).status == 200
@@ -230,27 +234,45 @@ async def test_new_calls_move_to_the_second_pbx(tmp_path: Path, call_pair: Pair)
     ua = UdpUa(EXT, f"pw-{EXT}", ("127.0.0.3", call_pair.pbx2.port), port=ext_port)
     assert (await ua.register()).status == 200
     ua.close()
-    app = await start(settings)
+    return await start(settings), ext_port
+
+
+async def phone_call(tmp_path: Path, app: RunningApp, name: str) -> None:
+    target = f"127.0.0.1:{app.port(Transport.UDP)}"
+    inf = f"{PHONE};127.0.0.1;[authentication username={PHONE} password=set-{PHONE}];{EXT}"
+    caller = await sipp(tmp_path, name, "call_uac", port=free_udp_port(), remote=target, inf=inf)
+    rc = await caller.wait()
+    assert rc == 0, caller.explain()
+
+
+async def test_new_calls_move_to_the_second_pbx(tmp_path: Path, call_pair: Pair) -> None:
+    app, ext_port = await call_limen(tmp_path, call_pair, options_interval=1)
     try:
         callee = await sipp(tmp_path, "ext", "uas_rr", port=ext_port, calls=2)
-        target = f"127.0.0.1:{app.port(Transport.UDP)}"
-        inf = f"{PHONE};127.0.0.1;[authentication username={PHONE} password=set-{PHONE}];{EXT}"
-
-        async def call(name: str) -> None:
-            caller = await sipp(
-                tmp_path, name, "call_uac", port=free_udp_port(), remote=target, inf=inf
-            )
-            rc = await caller.wait()
-            assert rc == 0, caller.explain()
-
-        await call("phone1")
+        await phone_call(tmp_path, app, "phone1")
         assert invites(call_pair.pbx1) == 1 and invites(call_pair.pbx2) == 0
 
         call_pair.pbx1.stop()
         await wait_for(lambda: states(app)["pbx1.test"] == "down", 5)
-        await call("phone2")  # the next call goes to pbx2 and succeeds
+        await phone_call(tmp_path, app, "phone2")  # the next call goes to pbx2
         assert invites(call_pair.pbx2) == 1
         assert (await callee.wait()) == 0, callee.explain()
         assert app.calls is not None and app.calls.calls_failed == 0
+    finally:
+        await app.close()
+
+
+async def test_invite_in_flight_fails_over_on_timeout(tmp_path: Path, call_pair: Pair) -> None:
+    """No pings: the dead PBX is noticed by the INVITE's own Timer B (64*T1, T1 = 50 ms
+    here), and the same call goes on at pbx2 (RFC 3263 §4.3)."""
+    app, ext_port = await call_limen(tmp_path, call_pair, options_interval=0, t1=0.05, timer_c=30)
+    try:
+        callee = await sipp(tmp_path, "ext", "uas_rr", port=ext_port, calls=1)
+        call_pair.pbx1.stop()
+        await phone_call(tmp_path, app, "phone1")
+        assert invites(call_pair.pbx2) == 1
+        assert (await callee.wait()) == 0, callee.explain()
+        assert app.calls is not None and app.calls.calls_failed == 0
+        assert states(app)["pbx1.test"] == "down"
     finally:
         await app.close()
