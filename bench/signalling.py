@@ -347,6 +347,7 @@ def main() -> int:
                     devices=1,
                     profile=profile,
                     protection=protection,
+                    upstream=False,
                 )
                 return f"{LOCAL}:{port}", LOCAL, lambda: daemons.stop(proc, sig=signal.SIGINT)
 

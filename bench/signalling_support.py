@@ -465,6 +465,7 @@ def start_limen(
     icp_password_prefix: str = "icp-pw-",
     profile: Path | None = None,
     protection: bool = True,
+    upstream: bool = True,
 ) -> tuple[subprocess.Popen[bytes], int]:
     """``limen.app.run`` in a child process over a fresh store: one ICP at ``icp``, devices
     ``p0 .. p{devices-1}`` (set side ``p<n>``/``set-p<n>``, ICP side ``icpp<n>``), global
@@ -491,6 +492,8 @@ def start_limen(
         cmd += ["--profile", str(profile)]
     if not protection:
         cmd += ["--protection", "off"]
+    if upstream is False:
+        cmd += ["--no-upstream"]
     process = daemons.start("limen", cmd, log)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -544,6 +547,12 @@ def _limen_main(args: argparse.Namespace) -> None:
         if args.protection == "on"
         else SecuritySettings(sip_rate_limit=0, scanner_user_agents=[]),
     )
+    if args.no_upstream:
+        # The call bench's ICP is the SIPp UAS, which knows no REGISTER: the binding of
+        # the UAC's port must not be mirrored upstream (bench instrument).
+        from limen.gateway.upstream import UpstreamRegistrar
+
+        UpstreamRegistrar.bind = lambda *a, **k: None  # type: ignore[method-assign]
     if args.protection == "off":
         from limen.gateway.gate import SetSideGate
 
@@ -574,6 +583,10 @@ def _limen_main(args: argparse.Namespace) -> None:
                 "sip_tls": False,
                 "options_keepalive": "Never",
                 "challenge_methods": [],
+                # One SIPp UAC is device p0 for every call: no per-device admission limits
+                # (they exist to stop one phone taking every port, not to cap a bench).
+                "max_calls_per_device": 0,
+                "max_call_attempts_per_minute": 0,
             }
         )
     finally:
@@ -766,6 +779,7 @@ if __name__ == "__main__":
     limen.add_argument("--icp-password-prefix", default="icp-pw-")
     limen.add_argument("--profile", default="")
     limen.add_argument("--protection", choices=("on", "off"), default="on")
+    limen.add_argument("--no-upstream", action="store_true")
     parsed = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     _limen_main(parsed)

@@ -11,22 +11,25 @@ Wiring only: policy lives in ``limen.gateway``, mechanisms below it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import gc
 import logging
 import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from limen.api.server import ApiServer
 from limen.certs import ensure_certificates, watch_certificates
 from limen.config import Settings
 from limen.control import ControlServer, bans_path, load_bans, save_bans
-from limen.core import Core
+from limen.core import Core, MetricsProvider, MetricsSample
+from limen.core import GatewayView as GatewayReader
 from limen.gateway.auth import SetSideAuth
 from limen.gateway.calls import CALL_EXTENSIONS, CallController
 from limen.gateway.context import (
@@ -38,6 +41,7 @@ from limen.gateway.context import (
 )
 from limen.gateway.gateway import Gateway
 from limen.gateway.guard import Guard, ban_line
+from limen.gateway.history import GatewayView, RecentCalls, SipHistory
 from limen.gateway.icplink import IcpLinks
 from limen.gateway.keepalive import Keepalive
 from limen.gateway.media import PassthroughMedia
@@ -47,12 +51,14 @@ from limen.gateway.relay import RelayMedia, create_relay_media
 from limen.gateway.stack import SipStack
 from limen.gateway.upstream import UpstreamRegistrar
 from limen.provisioning import ProvisioningServer
+from limen.rlimits import raise_open_files_limit
 from limen.security import Ban
 from limen.sip.addressing import Source, Transport
 from limen.sip.message import Request, Response
 from limen.sip.transaction import TimerConfig, TransactionLayer, response_destination
 from limen.store import Change, init_data, open_store
 from limen.store.bindings import BindingRepository
+from limen.store.realm import resolve_realm, with_realm
 from limen.transport import Limits, Listener, TransportLayer
 from limen.transport.addresses import family_of, format_hostport
 from limen.transport.tls import ensure_sip_certificate, server_context
@@ -70,12 +76,24 @@ def prepare(settings: Settings) -> list[str]:
     if not data.exists():
         data.mkdir(parents=True, exist_ok=True)
         lines.append(f"created data folder {data}")
-    lines.extend(init_data(settings))
+    made = init_data(settings)
+    lines.extend(made)
+    # init_data makes a provisional self-signed API pair that Limen's CA replaces just
+    # below: on a fresh install say "first issue", not "replacing a self-signed one".
+    fresh_api = any(line.startswith("created admin API certificate") for line in made)
     # Limen's own CA and the certificates of the SIP, provisioning and admin listeners,
     # with the SANs of the configuration and of MBG-style overrides rows (issue 6).
     store = open_store(settings)
     try:
-        lines.extend(ensure_certificates(settings, store))
+        resolve_realm(store, settings)
+        for line in ensure_certificates(settings, store):
+            if fresh_api and line.startswith("issued admin API certificate"):
+                line = line.replace(
+                    "now signed by Limen's CA, replacing a self-signed one", "first issue"
+                )
+            lines.append(line)
+        if fresh_api:
+            lines = [line for line in lines if not line.startswith("created admin API certificate")]
     finally:
         store.close()
     if settings.sip.tls:
@@ -112,6 +130,7 @@ class RunningApp:
     control: ControlServer | None = None
     guard_task: asyncio.Task[None] | None = None
     links: IcpLinks | None = None
+    services: ServiceLoop | None = None
 
     def port(self, transport: Transport, family: socket.AddressFamily = socket.AF_INET) -> int:
         """The port actually bound for ``transport`` (useful with port 0)."""
@@ -125,6 +144,7 @@ class RunningApp:
         if self.api is not None:
             host = format_hostport(self.api.host, self.api.port)
             lines.append(f"admin API on https://{host}/mslrest/")
+            lines.append(f"admin console on https://{host}/console/")
         if self.provisioning is not None:
             lines.append(
                 f"provisioning on https://{self.settings.provisioning.bind}:"
@@ -158,9 +178,11 @@ class RunningApp:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self.cert_watch
             if self.provisioning is not None:
-                await self.provisioning.stop()
+                await self._on_services(self.provisioning.stop())
             if self.api is not None:
-                await self.api.stop()
+                await self._on_services(self.api.stop())
+            if self.services is not None:
+                self.services.close()
             if self.media is not None:
                 await self.media.close()
             if self.calls is not None:
@@ -169,6 +191,11 @@ class RunningApp:
             await self.transport.close()
         finally:
             self.core.close()
+
+    async def _on_services(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        if self.services is None:
+            return await coro
+        return await self.services.run(coro)
 
     async def __aenter__(self) -> RunningApp:
         return self
@@ -191,6 +218,9 @@ async def start(settings: Settings) -> RunningApp:
     stack = SipStack(transport, layer)
     transport.on_send_error = stack.send_error
     core = Core.open(settings)
+    # One stable digest realm (limen.store.realm): never derived from public_fqdn anew.
+    settings = with_realm(settings, resolve_realm(core.store, settings))
+    core.settings = settings
     directory = Directory.load(core.store)
     guard = _guard(settings, core, directory)
     transport.source_filter = guard.allow_sip_packet  # bans, ACL, rate: before parsing
@@ -238,6 +268,11 @@ async def start(settings: Settings) -> RunningApp:
     app.links = links
     app.metrics = _gateway_metrics(transport, stack, registrar, calls, relay, guard, links)
     core.metrics = app.metrics
+    # The console's view: registrations, recent calls, each call's SIP messages (bounded).
+    stack.history = SipHistory()
+    recent = RecentCalls()
+    calls.on_end = recent.add
+    core.gateway = GatewayView(registrar, calls, stack.history, recent)
     reload_directory = _directory_reloader(ctx, registrar, guard, links)
     app.unsubscribe = core.bus.subscribe(reload_directory, asyncio.get_running_loop())
     app.config_watch = asyncio.create_task(
@@ -252,12 +287,25 @@ async def start(settings: Settings) -> RunningApp:
         if relay is not None:
             await relay.start()
             app.media = relay
+        if settings.api.enabled or settings.provisioning.enabled:
+            # The admin API and the provisioning proxy get an event loop and a thread of
+            # their own: a slow request there (argon2 logins, a big TMA export, a stalled
+            # PBX) cannot hold the SIP loop, and the interpreter switches threads every
+            # few milliseconds even under CPU-bound work. What they share with SIP: the
+            # store (thread-safe, a session per operation), the change bus (it hands each
+            # change to its subscriber's own loop) and the gateway's metrics, which are
+            # read on the SIP loop (LoopBoundMetrics).
+            app.services = ServiceLoop()
+            app.services.start()
+            core.metrics = LoopBoundMetrics(app.metrics, asyncio.get_running_loop())
+            core.gateway = LoopBoundGateway(core.gateway, asyncio.get_running_loop())
         if settings.api.enabled:
             app.api = ApiServer(core, host=api_bind(settings, directory))
-            await app.api.start()
+            await app._on_services(app.api.start())
         if settings.provisioning.enabled:
-            app.provisioning = ProvisioningServer(core)
-            await app.provisioning.start()
+            app.provisioning = ProvisioningServer(core, on_auth_failure=core.auth_failure)
+            await app._on_services(app.provisioning.start())
+            core.provisioning_log = app.provisioning.recent
         app.metrics.start()
         app.cert_watch = asyncio.create_task(watch_certificates(core), name="limen-certs")
         tls_context = None
@@ -351,6 +399,102 @@ async def _guard_upkeep(settings: Settings, guard: Guard, interval: float = 2.0)
         if guard.changes != saved:
             saved = guard.changes
             await asyncio.to_thread(_save_bans, settings, guard)
+
+
+_T = TypeVar("_T")
+
+
+class ServiceLoop:
+    """An event loop running in its own thread (for the admin API and provisioning)."""
+
+    def __init__(self) -> None:
+        factory = _loop_factory()
+        self.loop = factory() if factory is not None else asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="limen-services", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    async def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coro`` on this loop and wait for it from the caller's loop."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+class _OnOwnerLoop:
+    """Runs reads on the loop that owns the state they read (the SIP loop): dicts of calls
+    and bindings that loop mutates cannot be iterated from another thread. Calls from that
+    loop's own thread go straight through."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._owner = threading.get_ident()
+
+    def _on_owner(self, call: Callable[[], _T]) -> _T:
+        if threading.get_ident() == self._owner:
+            return call()
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # handed to the caller's thread
+                future.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(run)
+        return future.result(timeout=5.0)
+
+
+class LoopBoundMetrics(_OnOwnerLoop):
+    """A :class:`MetricsProvider` read on the SIP loop."""
+
+    def __init__(self, inner: MetricsProvider, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._inner = inner
+
+    def current(self) -> MetricsSample:
+        return self._on_owner(self._inner.current)
+
+    def history(self, start: float, end: float) -> list[MetricsSample]:
+        return self._on_owner(lambda: self._inner.history(start, end))
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        return self._on_owner(self._inner.counters)
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self._on_owner(self._inner.calls)
+
+
+class LoopBoundGateway(_OnOwnerLoop):
+    """The console's :class:`~limen.core.GatewayView`, read on the SIP loop like the
+    metrics (registrations, recent calls and the SIP history are that loop's dicts)."""
+
+    def __init__(self, inner: GatewayReader, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._view = inner
+
+    def registrations(self) -> dict[str, dict[str, Any]]:
+        return self._on_owner(self._view.registrations)
+
+    def icp_links(self) -> dict[str, dict[str, int]]:
+        return self._on_owner(self._view.icp_links)
+
+    def recent_calls(self) -> list[dict[str, Any]]:
+        return self._on_owner(self._view.recent_calls)
+
+    def messages(self, call_ids: Iterable[str]) -> list[Any]:
+        wanted = list(call_ids)
+        return self._on_owner(lambda: self._view.messages(wanted))
 
 
 def _gateway_metrics(
@@ -485,8 +629,21 @@ def _directory_reloader(
     return on_change
 
 
+def _descriptors_needed(settings: Settings) -> int:
+    """File descriptors the configured connection limits can take, plus room for the
+    listeners, media sockets and the database."""
+    needed = settings.sip.max_connections + 1024
+    if settings.provisioning.enabled:
+        needed += settings.provisioning.max_connections
+    return needed
+
+
 def run(settings: Settings, announce: Announce = print) -> None:
     """Run Limen in the foreground until SIGINT or SIGTERM (uvloop when available)."""
+    warning = raise_open_files_limit(settings.max_open_files, _descriptors_needed(settings))
+    if warning is not None:
+        log.warning("%s", warning)
+        announce(f"warning: {warning}")
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(_serve(settings, announce))
 

@@ -195,7 +195,10 @@ def san_entries(settings: Settings, core_or_store: Any = None) -> tuple[list[San
     if fqdn:
         base.append(f"DNS={fqdn}")
     if ip:
-        base += [f"DNS={ip}", f"IP={ip}"]
+        # The address is an IP SAN (RFC 6125 §6.2.1 via RFC 5280 iPAddress); a DNS SAN
+        # holding it only when asked (certs.ip_as_dns, or MBG's "DNS=Public IP" override)
+        # for phones that compare addresses against DNS names.
+        base += [f"DNS={ip}", f"IP={ip}"] if settings.certs.ip_as_dns else [f"IP={ip}"]
     items = base + list(settings.certs.extra_names) + override_san_items(_store_of(core_or_store))
     entries, problems = parse_san_list(items, fqdn, ip)
     if not entries:
@@ -207,8 +210,8 @@ def san_entries(settings: Settings, core_or_store: Any = None) -> tuple[list[San
 
 
 def subject_alt_names(fqdn: str, ip: str, extra: list[str] | None = None) -> list[x509.GeneralName]:
-    """DNS=fqdn, DNS=ip, IP=ip, then ``extra`` items (kept for existing callers)."""
-    items = ([f"DNS={fqdn}"] if fqdn else []) + ([f"DNS={ip}", f"IP={ip}"] if ip else [])
+    """DNS=fqdn, IP=ip, then ``extra`` items (kept for existing callers)."""
+    items = ([f"DNS={fqdn}"] if fqdn else []) + ([f"IP={ip}"] if ip else [])
     entries, _problems = parse_san_list(items + list(extra or []), fqdn, ip)
     return [e.general_name() for e in entries]
 
@@ -454,16 +457,27 @@ def certificate_slots(settings: Settings) -> list[CertificateSlot]:
     else:
         prov_pair = (tls_dir / "provisioning.pem", tls_dir / "provisioning.key")
     api_cert, api_key = api_tls_paths(settings)
+
+    def uploaded(cert: Path) -> bool:
+        # An operator's certificate installed from the console (limen.web.certupload):
+        # a marker beside the file keeps it from being re-issued by Limen's CA.
+        return operator_marker(cert).exists()
+
     return [
         CertificateSlot(
-            "sip", "SIP/TLS", sip.tls_port, *sip_pair, bool(sip.tls_cert or sip.tls_key), sip.tls
+            "sip",
+            "SIP/TLS",
+            sip.tls_port,
+            *sip_pair,
+            bool(sip.tls_cert or sip.tls_key) or uploaded(sip_pair[0]),
+            sip.tls,
         ),
         CertificateSlot(
             "provisioning",
             "provisioning HTTPS",
             prov.port,
             *prov_pair,
-            bool(prov.tls_cert or prov.tls_key),
+            bool(prov.tls_cert or prov.tls_key) or uploaded(prov_pair[0]),
             prov.enabled,
         ),
         CertificateSlot(
@@ -472,10 +486,15 @@ def certificate_slots(settings: Settings) -> list[CertificateSlot]:
             settings.api.port,
             Path(api_cert),
             Path(api_key),
-            bool(settings.api.tls_cert or settings.api.tls_key),
+            bool(settings.api.tls_cert or settings.api.tls_key) or uploaded(Path(api_cert)),
             settings.api.enabled,
         ),
     ]
+
+
+def operator_marker(cert_path: Path) -> Path:
+    """The file that marks ``cert_path`` as an operator's own certificate."""
+    return cert_path.with_name(cert_path.name + ".operator")
 
 
 def slot(settings: Settings, name: str) -> CertificateSlot:
@@ -510,6 +529,17 @@ def _reissue_reason(
     if leaf.not_valid_after_utc - now <= dt.timedelta(days=warn_days):
         return f"expires {leaf.not_valid_after_utc:%Y-%m-%d}"
     return None
+
+
+# How a re-issue reason reads in `limen init` / `limen serve` output: these are routine
+# steps, not errors (issue 11: "(missing)" read like a failure).
+_REASON_TEXT = {
+    "missing": "first issue",
+    "not issued by Limen's CA": "now signed by Limen's CA, replacing a self-signed one",
+    "names changed": "public names changed",
+    "unreadable": "previous file unreadable",
+    "key does not match": "previous key did not match",
+}
 
 
 def ensure_certificates(
@@ -560,8 +590,9 @@ def ensure_certificates(
             continue
         chain, key = issue_certificate(ca, entries, settings.certs.days, now)
         write_pair(item.cert_path, item.key_path, chain, key)
-        log.info("issued %s certificate %s for %s (%s)", item.title, item.cert_path, names, reason)
-        lines.append(f"issued {item.title} certificate {item.cert_path} for {names} ({reason})")
+        why = _REASON_TEXT.get(reason, reason)
+        log.info("issued %s certificate %s for %s (%s)", item.title, item.cert_path, names, why)
+        lines.append(f"issued {item.title} certificate {item.cert_path} for {names} ({why})")
     return lines
 
 

@@ -31,13 +31,19 @@ class SipSettings(BaseModel):
     # Address Limen writes in Via/Contact toward the ICP (its LAN address); empty: the
     # address the routing table uses toward the ICP.
     lan_ip: str = ""
-    # Digest realm for set-side challenges; empty: public_fqdn, else "limen".
+    # Digest realm of set-side challenges. `limen init` writes it once; phones cache it,
+    # so it never follows public_fqdn. Empty (files written before it existed): the realm
+    # the store recorded on its first start (limen.identity.resolve_realm).
     realm: str = ""
     # Extra bind address for IPv6 ("::" for all); empty disables IPv6 listeners.
     bind6: str = ""
     udp_port: int = Field(5060, ge=0, le=65535)
     tcp_port: int = Field(5060, ge=0, le=65535)
     tls_port: int = Field(5061, ge=0, le=65535)
+    # Listener switches, for embedding and tests only: whether phones may use a transport
+    # is the global option sip_udp / sip_tcp / sip_tls (MBG's "SIP support"), the one
+    # switch an administrator sets (`limen options set sip_udp on`). Limen needs its
+    # listeners toward the ICPs anyway, so leave these on.
     udp: bool = True
     tcp: bool = True
     tls: bool = True
@@ -53,6 +59,13 @@ class SipSettings(BaseModel):
     handshake_timeout: float = Field(10.0, gt=0)
     # DNS servers for ICP names (RFC 3263), "host" or "host:port"; empty: resolv.conf.
     dns_servers: list[str] = Field(default_factory=list)
+    # Seconds a message on TCP/TLS may take from its first octet to its last, however
+    # the octets trickle in (Kamailio's tcp_msg_read_timeout; issue 10, slowloris).
+    message_read_timeout: float = Field(10.0, gt=0)
+    # TLS handshakes in progress from one IP address, and in total: past them a new
+    # connection is refused before any cryptography is spent on it.
+    max_handshakes_per_source: int = Field(8, ge=1)
+    max_handshakes: int = Field(1000, ge=1)
     # RFC 3261 §17.1.1.1 timer values, seconds.
     t1: float = Field(0.5, gt=0)
     t2: float = Field(4.0, gt=0)
@@ -131,6 +144,11 @@ class ProvisioningSettings(BaseModel):
     idle_timeout: float = Field(30.0, gt=0)
     max_connections: int = Field(1000, ge=1)
     max_connections_per_source: int = Field(16, ge=1)
+    # TLS handshakes in progress (counted with the connections above, and apart): a flood
+    # of handshakes that never finish cannot take the places of phones (issue 10).
+    handshake_timeout: float = Field(10.0, gt=0)
+    max_handshakes_per_source: int = Field(8, ge=1)
+    max_handshakes: int = Field(256, ge=1)
     # Per source address: a token bucket of `rate_limit_burst` requests refilled at
     # `rate_limit_per_minute`; beyond it, 429.
     rate_limit_per_minute: float = Field(120.0, gt=0)
@@ -147,6 +165,9 @@ class CertSettings(BaseModel):
 
     # Extra subjectAltName entries: "DNS=name", "IP=address" or a bare name / address.
     extra_names: list[str] = Field(default_factory=list)
+    # Also list public_ip as a DNS name (besides the IP entry), for phones that match an
+    # address only against DNS entries. Off: the address is an IP entry only.
+    ip_as_dns: bool = False
     # Lifetime of generated leaf certificates and of the CA, days.
     days: int = Field(825, ge=1)
     ca_days: int = Field(3650, ge=1)
@@ -172,6 +193,10 @@ class MediaSettings(BaseModel):
     # while on hold. Seconds.
     media_timeout: float = Field(60.0, gt=0)
     hold_timeout: float = Field(3600.0, gt=0)
+    # An ICP that answered 488/606 to an SRTP offer under icp_side_rtp_security "Prefer"
+    # gets plain RTP offers straight away for this many seconds (one INVITE per call
+    # instead of two); then SRTP is tried again, in case the PBX changed. 0: always try.
+    srtp_refusal_memory: float = Field(900.0, ge=0)
     # 0: the relay runs in the main process. N > 0: N worker processes, each owning a slice
     # of the port range (limen.media.workers), so media scales with cores.
     workers: int = Field(0, ge=0, le=256)
@@ -210,6 +235,9 @@ class SecuritySettings(BaseModel):
     # max_ban_time. A banned source gets no answer at all, on any listener.
     ban_time: float = Field(600.0, gt=0)
     max_ban_time: float = Field(86400.0, gt=0)
+    # Provisioning hash guesses are blocked locally, NAT-aware (docs/security.md); they ban
+    # the address on every listener only past this many within failure_window.
+    provisioning_ban_failures: int = Field(100, ge=1)
     # Networks never counted, rate-limited nor banned (CIDRs). The ICPs' addresses are
     # always trusted.
     trusted: list[str] = Field(default_factory=list)
@@ -265,7 +293,16 @@ class Settings(BaseSettings):
     # Public identity of this Limen: used in certificates, Via/Contact/Record-Route.
     public_fqdn: str = ""
     public_ip: str = ""
+    # What Limen writes toward phones (Via, Contact, Record-Route, phone files, TMA):
+    # public_ip unless the administrator says public_fqdn resolves for the phones (a
+    # phone that cannot resolve the name never sends its ACK or BYE; issue 11).
+    fqdn_for_phones: bool = False
     log_level: str = "INFO"
+    # File descriptors Limen asks for at start (RLIMIT_NOFILE soft limit, up to the hard
+    # limit): every TCP/TLS connection, media socket and database file takes one, and the
+    # usual default of 1024 would let 2,000 connections block calls (issue 10). 0: leave
+    # the limit as inherited.
+    max_open_files: int = Field(65536, ge=0)
     # How often `limen serve` looks for configuration changes made by other processes
     # (the CLI, another node), seconds. Changes made through its own API apply at once.
     config_poll: float = Field(2.0, gt=0)
@@ -320,6 +357,15 @@ class Settings(BaseSettings):
         return self.data_path / "secret.key"
 
     @property
+    def set_side_host(self) -> str:
+        """The address phones are given: public_ip, or public_fqdn when
+        ``fqdn_for_phones`` (or when no public_ip is configured)."""
+        fqdn, ip = self.public_fqdn.strip(), self.public_ip.strip()
+        if fqdn and (self.fqdn_for_phones or not ip):
+            return fqdn
+        return ip or fqdn
+
+    @property
     def db_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -363,8 +409,11 @@ data_dir = "data"
 # Key encrypting SIP passwords at rest (mode 0600; keep a copy off the database's backups).
 # secret_key_file = "data/secret.key"
 # Public identity: goes into generated certificates (subjectAltName) and SIP headers.
+# Phones are given public_ip unless fqdn_for_phones = true (only when the name resolves,
+# for the phones, to this Limen: a phone that cannot resolve it cannot end its calls).
 public_fqdn = "{fqdn}"
 public_ip = "{ip}"
+fqdn_for_phones = {fqdn_for_phones}
 log_level = "INFO"
 
 [sip]
@@ -372,9 +421,15 @@ bind = "0.0.0.0"
 udp_port = 5060
 tcp_port = 5060
 tls_port = 5061
-udp = true
-tcp = true
-tls = true
+# Digest realm of set-side challenges, written once by `limen init`. Phones remember it:
+# changing it sends every phone back to 403 until it is reconfigured.
+realm = "{realm}"
+# Which transports phones may use is the global option sip_udp / sip_tcp / sip_tls
+# (`limen options show`; UDP is off by default, as on MBG), not this file.
+# Digest algorithms of the challenges phones get. MD5 is what desk phones (and MBG) use;
+# some phones fail on a challenge set that also offers SHA-256 (RFC 8760; baresip 1.0:
+# "Function not implemented"). Add "SHA-256" when all of yours support it.
+digest_algorithms = ["MD5"]
 # tls_cert = "/etc/limen/sip.pem"   # empty: a self-signed certificate is generated
 # tls_key = "/etc/limen/sip.key"
 idle_timeout = 300
@@ -415,10 +470,40 @@ trusted = []
 # RTP/SRTP ports are the global options srtp_port_min / srtp_port_max (limen options set).
 relay = true
 media_timeout = 60
+# A PBX that refused SRTP (488) gets plain RTP offers at once for this long, seconds.
+# srtp_refusal_memory = 900
 # workers = 2   # the relay in 2 processes, each owning a slice of the ports (0: in-process)
 """
 
 
-def write_sample_config(path: Path, fqdn: str = "limen.local", ip: str = "127.0.0.1") -> None:
+def write_sample_config(
+    path: Path,
+    fqdn: str = "",
+    ip: str = "127.0.0.1",
+    realm: str = "",
+    fqdn_for_phones: bool = False,
+) -> None:
+    """Write the sample configuration. The realm is fixed here, once: the FQDN given,
+    else "limen" (a digest realm is only a label phones cache; it need not resolve)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(SAMPLE_CONFIG.format(fqdn=fqdn, ip=ip))
+    path.write_text(
+        SAMPLE_CONFIG.format(
+            fqdn=fqdn,
+            ip=ip,
+            realm=realm or fqdn or "limen",
+            fqdn_for_phones="true" if fqdn_for_phones else "false",
+        )
+    )
+
+
+def default_public_ip() -> str:
+    """The local address the routing table uses toward the internet (no packet is sent:
+    connecting a UDP socket only consults the routing table); 127.0.0.1 without a route."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(("192.0.2.1", 9))  # TEST-NET-1 (RFC 5737): never reached
+            return str(sock.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -110,6 +110,42 @@ class NullMetrics:
         return []
 
 
+class GatewayView(Protocol):
+    """What the console reads from the running gateway (``limen.gateway.history``)."""
+
+    def registrations(self) -> dict[str, dict[str, Any]]:
+        """Registered phones by device guid: address, transport, expires_in, nat."""
+        ...
+
+    def icp_links(self) -> dict[str, dict[str, int]]:
+        """ICP-side registrations per ICP name, counted by state."""
+        ...
+
+    def recent_calls(self) -> list[dict[str, Any]]:
+        """Calls that ended, newest first, with their outcome."""
+        ...
+
+    def messages(self, call_ids: Iterable[str]) -> list[Any]:
+        """The recorded SIP messages (``SipRecord``) of these Call-IDs, oldest first."""
+        ...
+
+
+class NullGateway:
+    """No SIP side running (the API or console alone): nothing registered, no calls."""
+
+    def registrations(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def icp_links(self) -> dict[str, dict[str, int]]:
+        return {}
+
+    def recent_calls(self) -> list[dict[str, Any]]:
+        return []
+
+    def messages(self, call_ids: Iterable[str]) -> list[Any]:
+        return []
+
+
 class SecurityHooks(Protocol):
     """What the listeners above the gateway (API, console, provisioning) need of the
     guard (:class:`limen.gateway.guard.Guard`): report failures, ask about bans."""
@@ -135,6 +171,10 @@ class Core:
     store: Store
     bus: ChangeBus = field(default_factory=ChangeBus)
     metrics: MetricsProvider = field(default_factory=NullMetrics)
+    gateway: GatewayView = field(default_factory=NullGateway)
+    # The provisioning proxy's last requests (``AccessRecord``), refusals included.
+    provisioning_log: Sequence[Any] = field(default_factory=list)
+
     # The running guard (set by limen.app.start); None in tools and tests without one.
     security: SecurityHooks | None = None
     # The ICP links of the running gateway (limen.gateway.icplink.IcpLinks: targets and

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPBearer
+from fastapi.security.http import HTTPBase
 from starlette.concurrency import run_in_threadpool
 
 from limen.api.oauth import OAuthServer, permitted
@@ -30,6 +33,24 @@ class Principal:
     @property
     def actor(self) -> str:
         return f"{self.kind}:{self.name}"
+
+
+# Declared for the OpenAPI document only (the checks are below): "OAuth" is the HTTP
+# authentication scheme RFC 5849 §3.5.1 registers; "Bearer" carries admin sessions.
+oauth1_scheme = HTTPBase(
+    scheme="OAuth",
+    scheme_name="oauth1",
+    description="OAuth 1.0a (RFC 5849) signed request: HMAC-SHA1, HMAC-SHA256 or RSA-SHA1, "
+    "with a final token from the pairing (/mslrest/initiate, admin approval, /mslrest/token). "
+    "The signature covers the URI as sent (percent-encoded path).",
+    auto_error=False,
+)
+session_scheme = HTTPBearer(
+    scheme_name="session",
+    description="Admin bearer token: POST /mslrest/limen/v1/session/ (username, password) "
+    "or `limen admin token add`.",
+    auto_error=False,
+)
 
 
 def get_core(request: Request) -> Core:
@@ -50,9 +71,25 @@ def _unauthorized(reason: str) -> HTTPException:
     )
 
 
+def raw_path(request: Request) -> str:
+    """The path exactly as it was on the request line, percent-encoding untouched.
+
+    The route sees the decoded path (``/devices/sip/a+1/``) but a client signs what it
+    sends (``/devices/sip/a%2B1/``): RFC 5849 §3.4.1.2 builds the base string URI from
+    the request as sent. Bytes outside printable ASCII (an HTTP request line should have
+    none) are percent-encoded as a client would have."""
+    raw = request.scope.get("raw_path")
+    if not raw:
+        return quote(request.scope.get("path", "/"), safe="/!$&'()*+,;=:@~-._%")
+    return "".join(chr(b) if 0x20 < b < 0x7F else f"%{b:02X}" for b in raw)
+
+
 def request_uri(request: Request) -> str:
-    """The URI as the client signed it (scheme, host and port as the client saw them)."""
-    return str(request.url)
+    """The URI as the client signed it: scheme, host and port as the client saw them
+    (Host header), the raw path and the query string as sent."""
+    url = request.url
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return f"{url.scheme}://{url.netloc}{raw_path(request)}" + (f"?{query}" if query else "")
 
 
 async def oauth_inputs(request: Request) -> tuple[str, str, str, dict[str, str]]:
@@ -92,6 +129,23 @@ async def authenticate(
     oauth: Annotated[OAuthServer, Depends(get_oauth)],
 ) -> Principal:
     """Any caller allowed by its credentials and, for consumers, by its permissions."""
+    return await _authenticate(request, core, oauth, check_permissions=True)
+
+
+async def authenticate_signed(
+    request: Request,
+    core: Annotated[Core, Depends(get_core)],
+    oauth: Annotated[OAuthServer, Depends(get_oauth)],
+) -> Principal:
+    """Any caller with valid credentials, whatever its permissions (``/mslrest/ping``:
+    MBG's client checks its pairing with it, and no permission of the seed's list
+    names it)."""
+    return await _authenticate(request, core, oauth, check_permissions=False)
+
+
+async def _authenticate(
+    request: Request, core: Core, oauth: OAuthServer, *, check_permissions: bool
+) -> Principal:
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return await _admin_from_bearer(core, auth[7:].strip(), request)
@@ -105,10 +159,11 @@ async def authenticate(
     consumer = result.consumer
     if not consumer.active:
         raise HTTPException(403, f"consumer {consumer.name!r} is inactive")
-    path = request.url.path.removeprefix(API_PREFIX) or "/"
-    missing = permitted(consumer.permissions, path, request.method)
-    if missing is not None:
-        raise HTTPException(403, f"consumer {consumer.name!r} lacks {missing}")
+    if check_permissions:
+        path = request.url.path.removeprefix(API_PREFIX) or "/"
+        missing = permitted(consumer.permissions, path, request.method)
+        if missing is not None:
+            raise HTTPException(403, f"consumer {consumer.name!r} lacks {missing}")
     return Principal("consumer", consumer.name)
 
 
@@ -124,7 +179,40 @@ async def authenticate_admin(
     return await _admin_from_bearer(core, auth[7:].strip(), request)
 
 
-Caller = Annotated[Principal, Depends(authenticate)]
-Admin = Annotated[Principal, Depends(authenticate_admin)]
+async def _any_scheme(
+    _oauth: Annotated[object, Depends(oauth1_scheme)],
+    _session: Annotated[object, Depends(session_scheme)],
+) -> None:
+    return None
+
+
+async def _session_scheme(_session: Annotated[object, Depends(session_scheme)]) -> None:
+    return None
+
+
+async def _caller(
+    principal: Annotated[Principal, Depends(authenticate)],
+    _schemes: Annotated[None, Depends(_any_scheme)],
+) -> Principal:
+    return principal
+
+
+async def _signed(
+    principal: Annotated[Principal, Depends(authenticate_signed)],
+    _schemes: Annotated[None, Depends(_any_scheme)],
+) -> Principal:
+    return principal
+
+
+async def _admin(
+    principal: Annotated[Principal, Depends(authenticate_admin)],
+    _schemes: Annotated[None, Depends(_session_scheme)],
+) -> Principal:
+    return principal
+
+
+Caller = Annotated[Principal, Depends(_caller)]
+Signed = Annotated[Principal, Depends(_signed)]
+Admin = Annotated[Principal, Depends(_admin)]
 CoreDep = Annotated[Core, Depends(get_core)]
 OAuthDep = Annotated[OAuthServer, Depends(get_oauth)]

@@ -21,6 +21,7 @@ import binascii
 import contextvars
 import datetime as dt
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,19 +81,47 @@ def verify_rsa_sha1(request: OAuthRequest, public_key_pem: str | None) -> bool:
     return True
 
 
+_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+
+
+def _normal_escape(match: re.Match[str]) -> str:
+    char = chr(int(match.group(1), 16))
+    return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+
+def uri_spellings(uri: str) -> list[str]:
+    """The request URI as sent, then (if different) its path in RFC 3986 §6.2.2 normal
+    form: escapes of unreserved characters decoded, other escapes in upper-case hex.
+    Scheme, host and default port are normalised by the base string rules themselves
+    (RFC 5849 §3.4.1.2)."""
+    head, sep, query = uri.partition("?")
+    normal = _PCT.sub(_normal_escape, head) + sep + query
+    return [uri] if normal == uri else [uri, normal]
+
+
 class _RsaByCryptography:
     """Mixin for oauthlib endpoints: RSA-SHA1 checked with cryptography, rest unchanged."""
 
     request_validator: LimenValidator
 
     def _check_signature(self, request: OAuthRequest, is_token_request: bool = False) -> bool:
-        if request.signature_method == SIGNATURE_RSA:
-            valid = verify_rsa_sha1(
-                request, self.request_validator.get_rsa_key(request.client_key, request)
-            )
-        else:
-            valid = super()._check_signature(request, is_token_request)  # type: ignore[misc]
-        return bool(valid) or _refuse("invalid signature")
+        # The URI as sent first; then its RFC 3986 §6.2.2 normal form, for a client that
+        # signed the normal form while its HTTP library sent another spelling of the
+        # same URI (%7e for ~, lower-case hex). Both are the same resource.
+        sent = request.uri
+        for uri in uri_spellings(sent):
+            request.uri = uri
+            if request.signature_method == SIGNATURE_RSA:
+                valid = verify_rsa_sha1(
+                    request, self.request_validator.get_rsa_key(request.client_key, request)
+                )
+            else:
+                valid = super()._check_signature(request, is_token_request)  # type: ignore[misc]
+            if valid:
+                return True
+        request.uri = sent
+        return _refuse("invalid signature")
 
 
 class _RequestTokenEndpoint(_RsaByCryptography, RequestTokenEndpoint):

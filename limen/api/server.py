@@ -51,8 +51,14 @@ class ApiServer:
         ensure_self_signed(
             Path(cert), Path(key), settings.public_fqdn or "limen.local", settings.public_ip
         )
+        app = create_app(core)
+        # The administrator's console beside the API (issue 12); ``console.on_auth_failure``
+        # is where failed console logins are reported (the gateway's ban registry).
+        from limen.web import mount_console
+
+        self.console = mount_console(app, core)
         config = uvicorn.Config(
-            create_app(core),
+            app,
             host=host if host is not None else settings.api.bind,
             port=port if port is not None else settings.api.port,
             ssl_certfile=cert,

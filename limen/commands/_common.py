@@ -78,6 +78,21 @@ def show_record(title: str, record: BaseModel) -> None:
     console.print(out)
 
 
+def explain(title: str, rows: Sequence[tuple[str, Any, str, str]]) -> None:
+    """Settings with what each means: ``name = value  (note)`` then the explanation,
+    indented, on its own line (a table column would be too narrow to read)."""
+    console.print(Text(title, style="bold"))
+    for name, value, note, help_text in rows:
+        line = Text("  ")
+        line.append(name, style="bold")
+        line.append(f" = {'' if value is None else value}")
+        if note:
+            line.append(f"  ({note})", style="dim")
+        console.print(line, soft_wrap=True)
+        if help_text:
+            console.print(Text(f"      {help_text}"), soft_wrap=True, highlight=False)
+
+
 def fail(message: str, as_json: bool, code: int = 1) -> None:
     if as_json:
         typer.echo(json.dumps({"error": message}))

@@ -55,6 +55,7 @@ PermOption = Annotated[
 
 def parse_permission(text: str) -> Permission:
     path, sep, mode = text.rpartition(":")
+    mode = mode.lower()
     if not sep or mode not in ("r", "w", "rw", "wr"):
         path, mode = text, "rw"
     return Permission(path=path, read="r" in mode, write="w" in mode)

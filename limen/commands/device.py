@@ -16,15 +16,15 @@ from limen.commands._common import (
     JsonOption,
     console,
     err_console,
+    explain,
     fail,
     handle_errors,
     print_json,
-    show_record,
     store_from,
     table,
 )
 from limen.store.devices_csv import check_devices_csv, export_devices_csv
-from limen.store.schemas import DeviceCreate, DeviceUpdate
+from limen.store.schemas import DEVICE_HELP, DeviceCreate, DeviceUpdate
 from limen.store.secrets import random_password
 
 app = typer.Typer(help="SIP devices: set-side and ICP-side credentials.", no_args_is_help=True)
@@ -38,24 +38,73 @@ Methods = Annotated[
         "registration binding.",
     ),
 ]
+KeepaliveOpt = Annotated[
+    str | None,
+    typer.Option("--options-hb", help="OPTIONS keepalive: Always | Only behind NAT | Never."),
+]
+IntervalOpt = Annotated[
+    str | None, typer.Option("--heartbeat-interval", help="Keepalive interval, 1-180 s.")
+]
+PrackOpt = Annotated[str | None, typer.Option("--prack-support", help="PRACK: on | off.")]
+SecurityOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--set-side-rtp-security", help="SRTP toward the phone: Require | Prefer | Disable."
+    ),
+]
+CodecOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--setside-codec",
+        help="Unrestricted | G.711 only | G.722 only | G.729 only | Opus only.",
+    ),
+]
+FrameOpt = Annotated[
+    str | None, typer.Option("--rtpframesize", help="Dynamic | 10 | 20 | 30 | 40 | 60.")
+]
+
+# Per-device options: the CLI flag value '' means "back to the global option" (null).
+_ON = {"on", "true", "yes", "1"}
+_OFF = {"off", "false", "no", "0"}
+
+
+def _device_options(**values: str | None) -> dict[str, Any]:
+    """Per-device option flags → DeviceCreate/DeviceUpdate fields ('' → None)."""
+    out: dict[str, Any] = {}
+    for name, text in values.items():
+        if text is None:
+            continue
+        if text == "":
+            out[name] = None
+        elif name == "prack_support":
+            lowered = text.lower()
+            out[name] = True if lowered in _ON else False if lowered in _OFF else text
+        elif name == "heartbeat_interval" and text.strip().isdigit():
+            out[name] = int(text)  # the models are strict: a number, not its text
+        else:
+            out[name] = text
+    return out
 
 
 MaxCalls = Annotated[
-    int | None,
-    typer.Option(help="Calls in progress at once for this device (0: no limit; -1: global)."),
+    str | None,
+    typer.Option(help="Calls in progress at once for this device (0: no limit; '' = global)."),
 ]
 MaxAttempts = Annotated[
-    int | None,
-    typer.Option(help="Call attempts per minute for this device (0: no limit; -1: global)."),
+    str | None,
+    typer.Option(help="Call attempts per minute for this device (0: no limit; '' = global)."),
 ]
 
 
-def _limits(max_calls: int | None, max_call_attempts: int | None) -> dict[str, Any]:
-    """The call-admission overrides given on the command line (-1 = back to global)."""
+def _limits(max_calls: str | None, max_call_attempts: str | None) -> dict[str, Any]:
+    """The call-admission overrides given on the command line ('' = back to global)."""
     out: dict[str, Any] = {}
-    for name, value in (("max_calls", max_calls), ("max_call_attempts", max_call_attempts)):
-        if value is not None:
-            out[name] = None if value == -1 else value
+    for name, text in (("max_calls", max_calls), ("max_call_attempts", max_call_attempts)):
+        if text is not None:
+            try:
+                out[name] = int(text) if text.strip() else None
+            except ValueError:
+                out[name] = text  # refused by the model with its reason
     return out
 
 
@@ -76,12 +125,19 @@ def add(
     mac: Mac = None,
     description: Annotated[str | None, typer.Option()] = None,
     challenge_methods: Methods = None,
+    options_hb: KeepaliveOpt = None,
+    heartbeat_interval: IntervalOpt = None,
+    prack_support: PrackOpt = None,
+    set_side_rtp_security: SecurityOpt = None,
+    setside_codec: CodecOpt = None,
+    rtpframesize: FrameOpt = None,
     max_calls: MaxCalls = None,
     max_call_attempts: MaxAttempts = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Add a SIP device."""
+    """Add a SIP device. Per-device options left out follow the global options
+    (`limen device show` explains each)."""
     generated = password is None
     secret = password if password is not None else random_password(16)
     data = DeviceCreate.model_validate(
@@ -93,7 +149,15 @@ def add(
             icpside_password=icpside_password,
             clientid=mac,
             description=description,
+        )
+        | _device_options(
             challenge_methods=challenge_methods,
+            options_hb=options_hb,
+            heartbeat_interval=heartbeat_interval,
+            prack_support=prack_support,
+            set_side_rtp_security=set_side_rtp_security,
+            setside_codec=setside_codec,
+            rtpframesize=rtpframesize,
         )
         | _limits(max_calls, max_call_attempts)
     )
@@ -133,16 +197,36 @@ def list_(
     )
 
 
+def _shown(value: Any) -> Any:
+    """A value as `set` takes it: on/off for booleans, a,b for lists."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return value
+
+
 @app.command("show")
 @handle_errors
 def show(key: str, config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Show one device (by guid, set-side username or MAC); passwords are not shown."""
+    """Show one device (by guid, set-side username or MAC) with what each field means;
+    passwords are not shown. An empty per-device option follows the global option."""
     with store_from(config) as store:
         record = store.devices.get(key)
+        options = store.options.get().model_dump(mode="json")
     if as_json:
         print_json(record)
-    else:
-        show_record(f"device {record.setside_username}", record)
+        return
+    rows: list[tuple[str, Any, str, str]] = []
+    for name, value in record.model_dump(mode="json").items():
+        shown = _shown(value)
+        note = ""
+        if value is None and name in options:
+            glob = options[name]
+            shown = _shown(glob)
+            note = "global option"
+        rows.append((name, shown, note, DEVICE_HELP.get(name, "")))
+    explain(f"device {record.setside_username} (`limen device edit` changes any field)", rows)
 
 
 @app.command("edit")
@@ -159,12 +243,19 @@ def edit(
     mac: Mac = None,
     description: Annotated[str | None, typer.Option()] = None,
     challenge_methods: Methods = None,
+    options_hb: KeepaliveOpt = None,
+    heartbeat_interval: IntervalOpt = None,
+    prack_support: PrackOpt = None,
+    set_side_rtp_security: SecurityOpt = None,
+    setside_codec: CodecOpt = None,
+    rtpframesize: FrameOpt = None,
     max_calls: MaxCalls = None,
     max_call_attempts: MaxAttempts = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Change some fields of a device. --mac '' removes the MAC."""
+    """Change some fields of a device. --mac '' removes the MAC; '' for a per-device
+    option returns it to the global option."""
     values = _fields(
         setside_username=username,
         setside_password=password,
@@ -175,9 +266,16 @@ def edit(
     )
     if mac is not None:
         values["clientid"] = mac or None
-    if challenge_methods is not None:
-        values["challenge_methods"] = challenge_methods or None
-    values.update(_limits(max_calls, max_call_attempts))
+    values |= _device_options(
+        challenge_methods=challenge_methods,
+        options_hb=options_hb,
+        heartbeat_interval=heartbeat_interval,
+        prack_support=prack_support,
+        set_side_rtp_security=set_side_rtp_security,
+        setside_codec=setside_codec,
+        rtpframesize=rtpframesize,
+    )
+    values |= _limits(max_calls, max_call_attempts)
     data = DeviceUpdate.model_validate(values)
     with store_from(config) as store:
         record = store.devices.update(key, data, CLI_ACTOR)
@@ -252,15 +350,21 @@ def import_(
                 )
     if as_json:
         print_json({"imported": imported, "errors": errors})
-        return
-    for error in check.errors:
-        err_console.print(
-            f"[yellow]{escape(str(file))}:{error.line}: skipped:[/] {escape(error.message)}"
-        )
-    console.print(
-        f"imported {imported} device(s)"
-        + (f", skipped {len(check.errors)} bad row(s)" if check.errors else "")
-    )
+    else:
+        for error in check.errors:
+            err_console.print(
+                f"[yellow]{escape(str(file))}:{error.line}: skipped:[/] {escape(error.message)}"
+            )
+        if imported:
+            console.print(
+                f"imported {imported} device(s)"
+                + (f", skipped {len(check.errors)} bad row(s)" if check.errors else "")
+            )
+        else:
+            err_console.print(f"[red]nothing imported[/] from {escape(str(file))}")
+    if not imported:
+        # A script must not take "no device imported" for success (issue 14).
+        raise typer.Exit(1)
 
 
 @app.command("export")

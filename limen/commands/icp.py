@@ -30,6 +30,20 @@ Hashes = Annotated[list[str] | None, typer.Option("--hash", help="Provisioning h
 Caps = Annotated[
     str | None, typer.Option("--capabilities", help="SIP transports the ICP accepts: udp,tcp,tls.")
 ]
+XmlListen = Annotated[
+    int | None,
+    typer.Option("--xml-listen-port", help="Port Limen listens on for the XML link (4445)."),
+]
+XmlDest = Annotated[
+    int | None,
+    typer.Option(
+        "--xml-destination-port",
+        help="Port of the PBX's config server / XML link (4445): where phone files come from.",
+    ),
+]
+Link = Annotated[
+    bool | None, typer.Option("--link/--no-link", help="XML/provisioning link enabled.")
+]
 
 TlsVerify = Annotated[
     bool | None,
@@ -89,6 +103,9 @@ def add(
     tls_client_cert: TlsClientCert = None,
     tls_client_key: TlsClientKey = None,
     options_interval: OptionsInterval = None,
+    xml_listen_port: XmlListen = None,
+    xml_destination_port: XmlDest = None,
+    link: Link = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -113,6 +130,9 @@ def add(
             tls_client_cert=tls_client_cert,
             tls_client_key=tls_client_key,
             options_interval=options_interval,
+            xml_listen_port=xml_listen_port,
+            xml_destination_port=xml_destination_port,
+            link_enabled=link,
         )
     )
     with store_from(config) as store:
@@ -205,6 +225,9 @@ def edit(
     tls_client_cert: TlsClientCert = None,
     tls_client_key: TlsClientKey = None,
     options_interval: OptionsInterval = None,
+    xml_listen_port: XmlListen = None,
+    xml_destination_port: XmlDest = None,
+    link: Link = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -229,6 +252,9 @@ def edit(
             tls_client_cert=tls_client_cert,
             tls_client_key=tls_client_key,
             options_interval=options_interval,
+            xml_listen_port=xml_listen_port,
+            xml_destination_port=xml_destination_port,
+            link_enabled=link,
         )
     )
     with store_from(config) as store:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -12,15 +12,24 @@ from limen.commands._common import (
     ConfigOption,
     JsonOption,
     console,
+    explain,
     fail,
     handle_errors,
     print_json,
     store_from,
-    table,
 )
-from limen.store.options import GlobalOptions, parse_option_text
+from limen.store.options import GlobalOptions, canonical_option, parse_option_text
 
 app = typer.Typer(help="Global options (SIP settings).", no_args_is_help=True)
+
+
+def _shown(value: Any) -> Any:
+    """A value as `set` takes it: on/off for booleans, a,b for lists."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return value
 
 
 @app.command("show")
@@ -31,6 +40,8 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Show the global options, or one of them."""
+    if name is not None:
+        name = canonical_option(name)
     if name is not None and name not in GlobalOptions.model_fields:
         fail(f"unknown option {name!r} (known: {', '.join(GlobalOptions.names())})", as_json)
     with store_from(config) as store:
@@ -41,18 +52,18 @@ def show(
     if as_json:
         print_json(values)
         return
-    rows = []
-    for key, value in values.items():
-        choices = GlobalOptions.choices(key)
-        rows.append(
-            [
+    explain(
+        "Global options (`limen options set NAME VALUE`; devices may override some)",
+        [
+            (
                 key,
-                ", ".join(value) if isinstance(value, list) else value,
+                _shown(value),
                 "" if value == defaults[key] else "changed",
-                " | ".join(choices),
-            ]
-        )
-    table("Global options", ["option", "value", "", "choices"], rows)
+                GlobalOptions.describe(key),
+            )
+            for key, value in values.items()
+        ],
+    )
 
 
 @app.command("set")
@@ -63,12 +74,13 @@ def set_(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Set one option, e.g. `limen options set options_interval 30`,
+    """Set one option, e.g. `limen options set heartbeat_interval 30`,
     `limen options set challenge_methods INVITE,SUBSCRIBE`, `... sip_udp on`."""
     try:
         parsed = parse_option_text(name, value)
     except KeyError:
         fail(f"unknown option {name!r} (known: {', '.join(GlobalOptions.names())})", as_json)
+    name = canonical_option(name)
     with store_from(config) as store:
         options = store.options.set({name: parsed}, CLI_ACTOR)
     new = options.model_dump(mode="json")[name]
@@ -82,6 +94,7 @@ def set_(
 @handle_errors
 def reset(name: str, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Return one option to its default."""
+    name = canonical_option(name)
     with store_from(config) as store:
         options = store.options.reset([name], CLI_ACTOR)
     new = options.model_dump(mode="json")[name]

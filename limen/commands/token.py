@@ -27,7 +27,10 @@ app = typer.Typer(
 @app.command("list")
 @handle_errors
 def list_(
-    status: Annotated[str | None, typer.Option(help="pending, approved, used, active...")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="pending, approved, rejected, used (temporary); active, revoked"),
+    ] = None,
     kind: Annotated[str | None, typer.Option(help="temporary or access")] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
@@ -40,13 +43,14 @@ def list_(
         return
     table(
         "Tokens",
-        ["consumer", "token", "kind", "status", "expires", ""],
+        ["consumer", "token", "kind", "status", "verifier", "expires", ""],
         [
             [
                 t.consumer,
                 t.token,
                 t.kind,
                 t.status,
+                t.verifier or "",
                 f"{t.expires_at:%Y-%m-%d %H:%M} UTC",
                 "expired" if t.expired else "",
             ]

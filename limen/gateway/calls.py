@@ -364,6 +364,8 @@ class CallController:
         self._timers: set[asyncio.TimerHandle] = set()
         self.calls_started = 0
         self.calls_failed = 0
+        # Told about every call that ends, with its outcome (the console's recent calls).
+        self.on_end: Callable[[dict[str, Any]], None] | None = None
 
     # -- the CallHandler interface -------------------------------------------------------------
     def handle(self, txn: ServerTransaction, request: Request, source: Source, side: Side) -> None:
@@ -450,32 +452,33 @@ class CallController:
         calls = {leg.call for leg in self._legs.values() if not leg.call.ended}
         out: list[dict[str, Any]] = []
         for call in sorted(calls, key=lambda c: c.started):
-            legs = {
-                leg.side.value: {"call_id": leg.call_id, "transport": leg.transport.value}
-                for leg in (call.a, call.b)
-                if leg is not None
-            }
-            media: dict[str, Any] = {}
-            if call.kind == "INVITE":
-                try:
-                    media = self.ctx.media.query(call.key)
-                except Exception:  # a relay that lost the call: report no stats
-                    call.log.debug("media query failed", exc_info=True)
-            out.append(
-                {
-                    "key": call.key,
-                    "kind": call.kind,
-                    "device": call.device.setside_username,
-                    "direction": "from-phone"
-                    if call.a is not None and call.a.side is Side.SET
-                    else "to-phone",
-                    "state": call.state.value,
-                    "started": call.started,
-                    "legs": legs,
-                    "media": media,
-                }
-            )
+            out.append(self._summary(call))
         return out
+
+    def _summary(self, call: Call) -> dict[str, Any]:
+        legs = {
+            leg.side.value: {"call_id": leg.call_id, "transport": leg.transport.value}
+            for leg in (call.a, call.b)
+            if leg is not None
+        }
+        media: dict[str, Any] = {}
+        if call.kind == "INVITE":
+            try:
+                media = self.ctx.media.query(call.key)
+            except Exception:  # a relay that lost the call: report no stats
+                call.log.debug("media query failed", exc_info=True)
+        return {
+            "key": call.key,
+            "kind": call.kind,
+            "device": call.device.setside_username,
+            "direction": "from-phone"
+            if call.a is not None and call.a.side is Side.SET
+            else "to-phone",
+            "state": call.state.value,
+            "started": call.started,
+            "legs": legs,
+            "media": media,
+        }
 
     # -- incoming requests ---------------------------------------------------------------------
     def _handle(self, txn: ServerTransaction, request: Request, source: Source, side: Side) -> None:
@@ -1310,6 +1313,9 @@ class CallController:
         if call.ended:
             return
         call.log.info("call ends: %s", why)
+        reached = call.state
+        if self.on_end is not None:
+            self._report_end(call, why, reached)
         call.state = CallState.ENDED
         for relay in list(call.relays):
             self._stop_retransmit(relay)
@@ -1342,6 +1348,15 @@ class CallController:
             except Exception:  # the relay's failure must not keep the call alive
                 call.log.exception("media delete failed")
         self._later(LINGER, lambda: self._unindex(call))
+
+    def _report_end(self, call: Call, why: str, reached: CallState) -> None:
+        summary = self._summary(call)
+        summary.update(ended=time.time(), outcome=why, answered=reached is CallState.CONFIRMED)
+        try:
+            assert self.on_end is not None
+            self.on_end(summary)
+        except Exception:  # the console's bookkeeping must not break call handling
+            call.log.exception("on_end hook failed")
 
     def _unindex(self, call: Call) -> None:
         for leg in (call.a, call.b):

@@ -137,9 +137,10 @@ def route_source_address(host: str, port: int = 5060) -> str | None:
 
 
 def local_addresses(settings: Settings, directory: Directory) -> LocalAddresses:
-    """Set side: the public FQDN or IP. ICP side: ``sip.lan_ip`` if configured, else the
+    """Set side: what phones can reach (``Settings.set_side_host``: the public IP unless
+    the FQDN is declared resolvable for phones). ICP side: ``sip.lan_ip`` if configured, else the
     address the routing table picks toward the first ICP, else the bind address."""
-    set_host = settings.public_fqdn or settings.public_ip or settings.sip.bind
+    set_host = settings.set_side_host or settings.sip.bind
     icp_host = settings.sip.lan_ip
     if not icp_host:
         for icp in directory.icps.values():

@@ -22,6 +22,7 @@ an event (alarm) through ``on_ban``, and counted for Prometheus.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -107,6 +108,13 @@ class Guard:
         self.dropped: dict[str, int] = {"banned": 0, "acl": 0, "rate": 0, "scanner": 0}
         self.failures: dict[str, int] = {}
         self.changes = 0  # bumped on every ban and unban (the app saves bans when it moves)
+        # Provisioning strikes (issue 10): a separate, higher bar, see auth_failure.
+        self._provisioning = RateLimiter(
+            settings.provisioning_ban_failures, settings.failure_window
+        )
+        # The API, the console and provisioning run on their own thread (limen.app): every
+        # change of the ban state takes this lock. The per-packet path only reads dicts.
+        self._lock = threading.Lock()
 
     # -- configuration ---------------------------------------------------------------------
     def set_icp_addresses(self, addresses: Iterable[str]) -> None:
@@ -129,9 +137,10 @@ class Guard:
             return False
         rate = self.rate
         if rate is not None and rate.hit(address, now):
-            ban = self.bans.flood(
-                address, now, f"over {rate.limit} SIP messages in {rate.window:g} s"
-            )
+            with self._lock:
+                ban = self.bans.flood(
+                    address, now, f"over {rate.limit} SIP messages in {rate.window:g} s"
+                )
             if ban is not None:
                 self.dropped["rate"] += 1
                 return False
@@ -170,25 +179,39 @@ class Guard:
     def auth_failure(self, address: str, user: str | None, kind: str) -> Ban | None:
         """One failed authentication from ``address`` (``kind``: sip, api, login, console,
         provisioning); the ban it caused, if any."""
-        self.failures[kind] = self.failures.get(kind, 0) + 1
-        return self.bans.failure(address.strip("[]"), self.clock(), user=user, kind=kind)
+        address = address.strip("[]")
+        now = self.clock()
+        with self._lock:
+            self.failures[kind] = self.failures.get(kind, 0) + 1
+            if kind == "provisioning":
+                # Hash guessing is blocked by the provisioning proxy itself, keyed so that
+                # phones behind the guesser's NAT keep their files; banning the address
+                # everywhere waits for a guesser at machine speed.
+                if not self._provisioning.hit(address, now):
+                    return None
+                return self.bans.flood(address, now, "provisioning hash guessing")
+            return self.bans.failure(address, now, user=user, kind=kind)
 
     # -- operators -----------------------------------------------------------------------------
     def ban(self, address: str, seconds: float | None = None, detail: str = "") -> Ban:
-        return self.bans.ban(address.strip("[]"), self.clock(), seconds, detail)
+        with self._lock:
+            return self.bans.ban(address.strip("[]"), self.clock(), seconds, detail)
 
     def unban(self, address: str) -> bool:
-        lifted = self.bans.unban(address.strip("[]"))
+        with self._lock:
+            lifted = self.bans.unban(address.strip("[]"))
         if lifted:
             self.changes += 1
             log.warning("UNBAN %s", address)
         return lifted
 
     def list_bans(self) -> list[Ban]:
-        return self.bans.bans(self.clock())
+        with self._lock:
+            return self.bans.bans(self.clock())
 
     def expire(self) -> None:
-        self.bans.expire(self.clock())
+        with self._lock:
+            self.bans.expire(self.clock())
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Prometheus counters (``limen_<name>{label}``)."""

@@ -1,8 +1,8 @@
 """OPTIONS keepalives toward registered phones (MBG's "SIP OPTIONS keepalive").
 
-Per the global option ``options_keepalive`` (or the device's ``options_hb``): "Never",
+Per the global option ``options_hb`` (or the device's own ``options_hb``): "Never",
 "Only behind NAT" (the binding's NAT flag, :func:`~limen.gateway.registrar.detect_nat`) or
-"Always". Every ``options_interval`` seconds (or the device's ``heartbeat_interval``) Limen
+"Always". Every ``heartbeat_interval`` seconds (global option, or the device's own) Limen
 sends an out-of-dialog OPTIONS (RFC 3261 §11) to the phone's Contact, over the binding's
 destination (observed address, the phone's own TCP/TLS connection): the traffic keeps NAT
 and firewall pinholes open, and the answer tells the phone is alive. Any final response
@@ -66,9 +66,7 @@ class Keepalive:
     # -- policy ------------------------------------------------------------------------------
     def wanted(self, binding: Binding) -> bool:
         device = self.ctx.directory.devices.get(binding.device_guid)
-        mode = (device.options_hb if device is not None else None) or (
-            self.ctx.options.options_keepalive
-        )
+        mode = (device.options_hb if device is not None else None) or (self.ctx.options.options_hb)
         if mode == "Always":
             return True
         if mode == "Only behind NAT":
@@ -79,7 +77,7 @@ class Keepalive:
         device = self.ctx.directory.devices.get(binding.device_guid)
         if device is not None and device.heartbeat_interval:
             return float(device.heartbeat_interval)
-        return float(self.ctx.options.options_interval)
+        return float(self.ctx.options.heartbeat_interval)
 
     def due(self, now: float) -> list[Binding]:
         """Bindings to probe at ``now``; counts the misses of unanswered probes and

@@ -4,7 +4,7 @@ Maps the gateway's policy onto the relay's mechanism:
 
 - The **set side** faces phones behind NAT: latching on, ``c=`` is the public media
   address, SRTP per ``set_side_rtp_security`` (per device: the device's override), codecs
-  per ``codec_support`` (per device: ``setside_codec``).
+  per the global ``setside_codec`` (or the device's own).
 - The **ICP side** faces the PBX: fixed to its SDP address, ``c=`` is the LAN address,
   SRTP per ``icp_side_rtp_security``.
 
@@ -16,6 +16,11 @@ For the call controller beyond :class:`MediaController`:
 
 - ``offer(..., plain=True)``: the retry after the PBX (or a phone under "Prefer") refused
   our SRTP offer with 488/606: the same offer, plain RTP/AVP toward that side, same ports.
+- An ICP that refused an SRTP offer is remembered (:class:`SrtpRefusals`, per ICP, for
+  ``media.srtp_refusal_memory`` seconds): while it is, offers toward it under "Prefer" are
+  plain RTP/AVP from the start, so a plain-RTP PBX costs one INVITE per call, not two
+  (issue 11). The first call, and the first after the memory lapses (a PBX that gained
+  SRTP), still try SRTP and fall back on 488/606.
 - ``on_timeout``: set it to a function of the Call-ID; it is called once when a call had
   no media for ``media.media_timeout`` (``media.hold_timeout`` on hold). BYE both legs,
   then ``delete``.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,10 +66,33 @@ def leg_policies(
     return {
         Side.SET.value: LegPolicy(
             Security.parse(security or options.set_side_rtp_security),
-            codecs_for(codec or options.codec_support),
+            codecs_for(codec or options.setside_codec),
         ),
         Side.ICP.value: LegPolicy(Security.parse(options.icp_side_rtp_security), None),
     }
+
+
+class SrtpRefusals:
+    """ICPs whose last SRTP offer was refused, each until a deadline (``ttl`` seconds after
+    the refusal). One entry per ICP: bounded by the configuration, not by traffic."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._until: dict[str, float] = {}
+
+    def remember(self, icp: str) -> None:
+        if self.ttl > 0:
+            self._until[icp] = self._clock() + self.ttl
+
+    def refuses(self, icp: str) -> bool:
+        until = self._until.get(icp)
+        if until is None:
+            return False
+        if self._clock() >= until:
+            del self._until[icp]  # a PBX may have changed: try SRTP again
+            return False
+        return True
 
 
 class RelayMedia:
@@ -74,10 +103,15 @@ class RelayMedia:
         engine: MediaEngine,
         options: Callable[[], GlobalOptions],
         device_overrides: DeviceOverrides | None = None,
+        *,
+        icp_of_device: Callable[[str], str | None] | None = None,
+        refusals: SrtpRefusals | None = None,
     ) -> None:
         self.engine = engine
         self._options = options
         self._device_overrides = device_overrides
+        self._icp_of_device = icp_of_device
+        self.refusals = refusals if refusals is not None else SrtpRefusals(0.0)
 
     @property
     def on_timeout(self) -> Callable[[str], None] | None:
@@ -118,10 +152,20 @@ class RelayMedia:
         if peer is not None:
             set_side = policies[Side.SET.value]
             policies[Side.SET.value] = dataclasses.replace(set_side, peer=peer)
-        if plain:
-            target = Side.ICP if from_side is Side.SET else Side.SET
-            if policies[target.value].security is Security.REQUIRE:
-                raise MediaRefused(488, "SRTP required")  # no plain retry under "Require"
+        target = Side.ICP if from_side is Side.SET else Side.SET
+        if plain and policies[target.value].security is Security.REQUIRE:
+            raise MediaRefused(488, "SRTP required")  # no plain retry under "Require"
+        icp = None
+        if target is Side.ICP and device is not None and self._icp_of_device is not None:
+            icp = self._icp_of_device(device)
+        if icp is not None:
+            if plain:  # the retry after this ICP's 488/606 to our SRTP offer
+                self.refusals.remember(icp)
+            elif policies[Side.ICP.value].security is Security.PREFER and self.refusals.refuses(
+                icp
+            ):
+                log.debug("ICP %s refused SRTP recently: offering plain RTP at once", icp)
+                plain = True
         try:
             return self.engine.offer(call_id, from_side.value, sdp, policy=policies, plain=plain)
         except MediaError as exc:
@@ -177,4 +221,15 @@ def create_relay_media(
             media_timeout=media.media_timeout,
             hold_timeout=media.hold_timeout,
         )
-    return RelayMedia(engine, lambda: directory.options, device_overrides)
+
+    def icp_of_device(guid: str) -> str | None:
+        device = directory.devices.get(guid)
+        return device.icp if device is not None else None
+
+    return RelayMedia(
+        engine,
+        lambda: directory.options,
+        device_overrides,
+        icp_of_device=icp_of_device,
+        refusals=SrtpRefusals(media.srtp_refusal_memory),
+    )

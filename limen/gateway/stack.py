@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from limen.sip.addressing import Destination, Source
 from limen.sip.message import Message, Request, Response
@@ -35,6 +35,9 @@ from limen.sip.transaction import (
     TransactionTimeout,
     TransportError,
 )
+
+if TYPE_CHECKING:
+    from limen.gateway.history import SipHistory
 
 log = logging.getLogger("limen.gateway.stack")
 
@@ -84,6 +87,8 @@ class SipStack:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.handler_errors = 0
+        # Every message received or sent, filed by Call-ID (the console's call ladder).
+        self.history: SipHistory | None = None
 
     def now(self) -> float:
         return self.loop.time()
@@ -91,6 +96,8 @@ class SipStack:
     # -- input ------------------------------------------------------------------------------
     def receive(self, message: Request | Response, source: Source) -> None:
         """The transport's single entry point (``TransportLayer.on_message``)."""
+        if self.history is not None:
+            self.history.received(message, source)
         self._process(self.layer.receive(message, source, self.now()))
 
     def send_error(self, dest: Destination, exc: Exception) -> None:
@@ -127,7 +134,10 @@ class SipStack:
 
     def send_stateless(self, message: Message, destination: Destination) -> None:
         """Send outside any transaction: ACK for a 2xx, 2xx retransmissions (RFC 6026)."""
-        self.sender.send(bytes(message), destination)
+        data = bytes(message)
+        self.sender.send(data, destination)
+        if self.history is not None:
+            self.history.sent(message, data, destination)
 
     def close(self) -> None:
         if self._timer is not None:
@@ -147,7 +157,10 @@ class SipStack:
 
     def _dispatch(self, event: TransactionEvent) -> None:
         if isinstance(event, SendMessage):
-            self.sender.send(bytes(event.message), event.destination)
+            data = bytes(event.message)
+            self.sender.send(data, event.destination)
+            if self.history is not None:
+                self.history.sent(event.message, data, event.destination)
         elif isinstance(event, ResponseReceived | TransactionTimeout | TransportError):
             txn = event.transaction
             callback = self._callbacks.get(txn) if isinstance(txn, ClientTransaction) else None

@@ -25,6 +25,7 @@ once it has passed these checks (no re-encoding, so the PBX sees what the phone 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 HASH_RE = re.compile(rb"^[A-Za-z0-9]{8,64}$")
@@ -88,6 +89,18 @@ def _decode_segment(raw: bytes) -> str:
         text = out.decode("utf-8")
     except UnicodeDecodeError:
         raise Refusal(400, "path is not UTF-8 once decoded") from None
+    # Unicode look-alikes (U+2024 ONE DOT LEADER, U+FF0E FULLWIDTH FULL STOP, U+FF0F
+    # FULLWIDTH SOLIDUS ...) become '.' and '/' under NFKC, and a server further on may
+    # apply it. The checks below run on the normalised text, and a segment that NFKC would
+    # change is refused outright: phones ask for plain ASCII file names.
+    normal = unicodedata.normalize("NFKC", text)
+    if "/" in normal or "\\" in normal:
+        raise Refusal(400, "look-alike slash or backslash in path")
+    if normal != text:
+        bare_normal = normal.split(";", 1)[0]
+        if bare_normal and bare_normal.strip(" .") == "":
+            raise Refusal(400, "path traversal")
+        raise Refusal(400, "path not in Unicode normal form (NFKC)")
     if any(0x80 <= ord(c) <= 0x9F or c in "\u2028\u2029" for c in text):
         raise Refusal(400, "control character in path")
     bare = text.split(";", 1)[0]
@@ -100,7 +113,11 @@ def parse_target(target: bytes) -> HashTarget:
     """Check a request target; raise :class:`Refusal` (400 or 404) when it is refused."""
     if not target.startswith(b"/"):
         raise Refusal(400, "not an origin-form target (absolute URL or authority)")
-    path, _, _query = target.partition(b"?")
+    path, question, _query = target.partition(b"?")
+    if question:
+        # The PBX needs the file's path only; a query string could steer a config server
+        # (or a cache in front of it) to something else.
+        raise Refusal(400, "query string")
     if b"#" in target:
         raise Refusal(400, "fragment in target")
     if b"\\" in path:

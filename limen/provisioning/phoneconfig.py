@@ -121,8 +121,9 @@ def render_phone(line: PhoneLine) -> str:
 
 
 def public_address(settings: Settings) -> str:
-    """Limen's public name (FQDN, else IP) phones and the PBX's TMA file refer to."""
-    address = settings.public_fqdn.strip() or settings.public_ip.strip()
+    """The address phones and the PBX's TMA file are given: the public IP, or the FQDN
+    when the configuration says it resolves for phones (``Settings.set_side_host``)."""
+    address = settings.set_side_host
     if not address:
         raise ValueError("set public_fqdn or public_ip in the configuration first")
     return address

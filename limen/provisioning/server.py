@@ -42,6 +42,7 @@ import hashlib
 import hmac
 import logging
 import re
+import socket
 import ssl
 import time
 from collections import Counter, deque
@@ -104,6 +105,29 @@ _HOP_BY_HOP = frozenset(
         b"upgrade",
         b"expect",
         b"host",
+    }
+)
+# Headers by which a client could tell a server behind us what URL or address to act
+# for (request routing and ACL bypasses of the X-Original-URL family). A phone never
+# sends them; a request that does is refused, not cleaned (issue 10).
+_CLIENT_FORWARDING = frozenset(
+    {
+        b"forwarded",
+        b"x-original-url",
+        b"x-rewrite-url",
+        b"x-original-uri",
+        b"x-real-ip",
+        b"x-client-ip",
+        b"x-originating-ip",
+        b"x-remote-ip",
+        b"x-remote-addr",
+        b"x-host",
+        b"true-client-ip",
+        b"client-ip",
+        b"x-cluster-client-ip",
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
     }
 )
 _MAC_FILE = re.compile(r"^([0-9A-Fa-f]{12})\.cfg$")
@@ -332,6 +356,7 @@ class ProvisioningServer:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_access: Callable[[AccessRecord], None] | None = None,
+        on_auth_failure: Callable[[str, str | None, str], None] | None = None,
     ) -> None:
         self.core = core
         self.settings = core.settings
@@ -340,6 +365,9 @@ class ProvisioningServer:
         self._port = port if port is not None else self.options.port
         self.clock = clock
         self.on_access = on_access
+        # Called with (source IP, user or None, "provisioning") for every request for an
+        # unknown hash or a malformed path: the hook for a process-wide ban registry.
+        self.on_auth_failure = on_auth_failure
         self.directory = IcpDirectory(core.store)
         self.metrics = ProvisioningMetrics()
         self.recent: deque[AccessRecord] = deque(maxlen=256)
@@ -348,9 +376,13 @@ class ProvisioningServer:
         self.guard = GuessGuard(opts.guess_limit, opts.guess_window, opts.guess_block)
         self.upstream: UpstreamTls | ClientTls = upstream_tls(self.settings)
         self._per_icp_tls: dict[str, tuple[object, UpstreamTls | ClientTls]] = {}
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_source: Counter[str] = Counter()
+        self._handshaking: Counter[str] = Counter()
+        # Connections in their TLS handshake, oldest first (dicts keep insertion order).
+        self._in_handshake: dict[asyncio.Task[None], str] = {}
         self._unsubscribe: Callable[[], None] | None = None
 
     def _upstream_for(self, icp: IcpRecord) -> UpstreamTls | ClientTls:
@@ -402,9 +434,17 @@ class ProvisioningServer:
     @property
     def port(self) -> int:
         """The port actually bound (useful with port 0)."""
-        if self._server is None or not self._server.sockets:
+        if self._listener is None:
             raise RuntimeError("the provisioning server is not listening")
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(self._listener.getsockname()[1])
+
+    @property
+    def handshakes_in_progress(self) -> int:
+        return len(self._in_handshake)
+
+    @property
+    def connections(self) -> int:
+        return sum(self._per_source.values())
 
     async def start(self) -> None:
         context = await asyncio.to_thread(self._tls_context)
@@ -413,13 +453,13 @@ class ProvisioningServer:
         loop = asyncio.get_running_loop()
         self._unsubscribe = self.core.bus.subscribe(self._on_change, loop)
         try:
-            self._server = await asyncio.start_server(
-                self._accept,
-                self.host,
-                self._port,
-                ssl=context,
-                ssl_handshake_timeout=self.options.header_timeout,
-                limit=READ_SIZE,
+            # Our own accept loop rather than asyncio.start_server(ssl=...): there, a
+            # connection reaches us only once its handshake is over, so handshakes in
+            # progress escaped every limit (issue 10: 6,000 pending, +500 MB). Here each
+            # is counted from accept() on, per source and in total.
+            self._listener = _listening_socket(self.host, self._port)
+            self._accepting = loop.create_task(
+                self._accept_loop(self._listener, context), name="limen-provisioning-accept"
             )
         except BaseException:
             self._unsubscribe()
@@ -436,20 +476,23 @@ class ProvisioningServer:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        if self._server is None:
+        if self._listener is None:
             return
-        self._server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+            self._accepting = None
+        self._listener.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), 5)
-        self._server = None
+        self._listener = None
 
     async def wait(self) -> None:
-        if self._server is not None:
-            await self._server.serve_forever()
+        if self._accepting is not None:
+            await asyncio.shield(self._accepting)
 
     def counters(self) -> dict[str, dict[str, int]]:
         return self.metrics.counters()
@@ -460,23 +503,84 @@ class ProvisioningServer:
 
     # -- connections -----------------------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        source = str(peer[0]) if peer else "unknown"
+    async def _accept_loop(self, listener: socket.socket, context: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, peer = await loop.sock_accept(listener)
+            except OSError as exc:
+                # Out of descriptors (EMFILE) and the like: wait, do not spin.
+                log.warning("provisioning: accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            source = str(peer[0])
+            refused = self._refusal(source)
+            if refused is not None:
+                self.metrics.refusals[refused] += 1
+                sock.close()
+                continue
+            if self.handshakes_in_progress >= self.options.max_handshakes:
+                # Full: the oldest pending handshake makes room. A phone's handshake takes
+                # milliseconds, so the oldest ones are the stalled ones; refusing the new
+                # one instead would let a flood from many addresses lock phones out.
+                oldest = next(iter(self._in_handshake))
+                del self._in_handshake[oldest]
+                oldest.cancel()
+                self.metrics.refusals["handshake_evicted"] += 1
+            self._per_source[source] += 1
+            self._handshaking[source] += 1
+            task = loop.create_task(self._accept(sock, source, context))
+            self._in_handshake[task] = source
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _refusal(self, source: str) -> str | None:
+        """Why a new connection from ``source`` is refused, or None."""
         opts = self.options
-        total = sum(self._per_source.values())
         if (
-            total >= opts.max_connections
+            self.connections >= opts.max_connections
             or self._per_source[source] >= opts.max_connections_per_source
         ):
-            self.metrics.refusals["connection_limit"] += 1
-            writer.close()
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._per_source[source] += 1
+            return "connection_limit"
+        if self._handshaking[source] >= opts.max_handshakes_per_source:
+            return "handshake_limit"
+        return None
+
+    def _handshake_over(self, source: str) -> None:
+        self._handshaking[source] -= 1
+        if self._handshaking[source] <= 0:
+            del self._handshaking[source]
+
+    async def _accept(self, sock: socket.socket, source: str, context: ssl.SSLContext) -> None:
+        """One connection, counted from accept(): the TLS handshake, then HTTP."""
+        loop = asyncio.get_running_loop()
+        writer: asyncio.StreamWriter | None = None
         try:
+            reader = asyncio.StreamReader(limit=READ_SIZE)
+            protocol = asyncio.StreamReaderProtocol(reader)
+            try:
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: protocol,
+                    sock,
+                    ssl=context,
+                    ssl_handshake_timeout=self.options.handshake_timeout,
+                )
+            except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
+                self.metrics.refusals["handshake_failed"] += 1
+                log.debug("provisioning: TLS handshake with %s failed: %s", source, exc)
+                with contextlib.suppress(OSError):
+                    sock.close()
+                return
+            except BaseException:  # cancelled: evicted, or the server stops
+                with contextlib.suppress(OSError):
+                    sock.close()
+                raise
+            finally:
+                self._handshake_over(source)
+                task = asyncio.current_task()
+                if task is not None:
+                    self._in_handshake.pop(task, None)
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             await self._serve_connection(reader, writer, source)
         except asyncio.CancelledError:
             pass
@@ -486,10 +590,10 @@ class ProvisioningServer:
             self._per_source[source] -= 1
             if self._per_source[source] <= 0:
                 del self._per_source[source]
-            self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 2)
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 2)
 
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, source: str
@@ -609,7 +713,27 @@ class ProvisioningServer:
         if exchange.method == "-":
             self._log(exchange)
 
+    async def _rate_allows(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        exchange: _Exchange,
+        key: str,
+        now: float,
+    ) -> bool:
+        if self.rate.allow(key, now):
+            return True
+        wait = self.rate.retry_after(key, now)
+        exchange.outcome = "rate_limited"
+        await self._refuse(conn, writer, exchange, 429, [(b"retry-after", b"%d" % (wait + 1))])
+        return False
+
     def _strike(self, source: str, now: float) -> None:
+        if self.on_auth_failure is not None:
+            try:
+                self.on_auth_failure(source, None, "provisioning")
+            except Exception:
+                log.exception("on_auth_failure hook failed")
         if self.guard.strike(source, now):
             opts = self.options
             message = (
@@ -651,16 +775,6 @@ class ProvisioningServer:
         exchange.mac = mac_from_user_agent(agent)
         now = self.clock()
 
-        left = self.guard.blocked(source, now)
-        if left is not None:
-            exchange.outcome = "blocked: hash guessing"
-            await self._refuse(conn, writer, exchange, 403, [(b"retry-after", b"%d" % (left + 1))])
-            return False
-        if not self.rate.allow(source, now):
-            wait = self.rate.retry_after(source, now)
-            exchange.outcome = "rate_limited"
-            await self._refuse(conn, writer, exchange, 429, [(b"retry-after", b"%d" % (wait + 1))])
-            return False
         head_size = len(request.method) + len(request.target) + 12
         head_size += sum(len(name) + len(value) + 4 for name, value in request.headers)
         if head_size > self.options.max_header_bytes:
@@ -672,10 +786,51 @@ class ProvisioningServer:
             exchange.outcome = "method_not_allowed"
             await self._refuse(conn, writer, exchange, 405, [(b"allow", b"GET, HEAD, POST")])
             return False
+        forwarding = next(
+            (
+                name
+                for name, _ in request.headers
+                if name in _CLIENT_FORWARDING or name.startswith(b"x-forwarded")
+            ),
+            None,
+        )
+        if forwarding is not None:
+            exchange.outcome = f"bad_request: client forwarding header {forwarding.decode()}"
+            await self._refuse(conn, writer, exchange, 400)
+            return False
+        if request.method in (b"GET", b"HEAD") and (
+            b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0"
+        ):
+            # A body on a GET is how a second request is smuggled past us to a server
+            # that reads it; nothing a phone fetches has one (RFC 9110 §9.3.1).
+            exchange.outcome = "bad_request: body on GET or HEAD"
+            await self._refuse(conn, writer, exchange, 400)
+            return False
+        target: HashTarget | None = None
+        icp: IcpRecord | None = None
+        refusal: Refusal | None = None
         try:
             target = parse_target(request.target)
-        except Refusal as refusal:
+        except Refusal as refused:
+            refusal = refused
+        else:
+            icp = await self.directory.lookup(target.hash)
+        if icp is None or target is None:
+            # Hash guessing and malformed paths. The block is keyed on the source address,
+            # but it only ever refuses requests that fail anyway: a phone behind the same
+            # NAT, asking for a hash that exists, is not held by it (docs/security.md).
+            left = self.guard.blocked(source, now)
+            if left is not None:
+                exchange.outcome = "blocked: hash guessing"
+                await self._refuse(
+                    conn, writer, exchange, 403, [(b"retry-after", b"%d" % (left + 1))]
+                )
+                return False
+            if not await self._rate_allows(conn, writer, exchange, source, now):
+                return False
             self._strike(source, now)
+            if refusal is None:
+                refusal = Refusal(404, "unknown hash")
             exchange.outcome = (
                 "unknown_hash" if refusal.status == 404 else f"bad_request: {refusal.reason}"
             )
@@ -683,11 +838,9 @@ class ProvisioningServer:
             return False
         exchange.path = target.redacted_path
         exchange.mac = mac_from_filename(target.filename) or exchange.mac
-        icp = await self.directory.lookup(target.hash)
-        if icp is None:
-            self._strike(source, now)
-            exchange.outcome = "unknown_hash"
-            await self._refuse(conn, writer, exchange, 404)
+        # Requests for a real hash have a token bucket of their own per source, so a
+        # guesser draining its address's bucket does not starve the phones behind it.
+        if not await self._rate_allows(conn, writer, exchange, f"{source} {target.hash}", now):
             return False
         exchange.icp = icp.name
         length = headers.get(b"content-length")
@@ -955,3 +1108,13 @@ __all__ = [
     "ProvisioningServer",
     "serve_provisioning",
 ]
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking listening TCP socket for ``host`` (IPv4 or IPv6 literal or name)."""
+    family = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0][0]
+    sock = socket.create_server((host, port), family=family, backlog=1024)
+    sock.setblocking(False)
+    return sock

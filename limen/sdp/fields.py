@@ -22,6 +22,9 @@ IP6: Final = "IP6"
 NETTYPE_IN: Final = "IN"
 MAX_PORT: Final = 65535
 _MAX_DIGITS: Final = 40
+# RTP payload types are 7 bits (RFC 3550 §5.1), so an m= line cannot name more than 128
+# distinct formats usefully; more only makes every codec lookup cost more (issue 9).
+MAX_FORMATS: Final = 128
 
 
 def parse_uint(text: str, what: str, maximum: int | None = None) -> int:
@@ -177,6 +180,8 @@ class MediaLine:
         if len(parts) < 3:
             raise SdpParseError(f"m= line needs at least 3 fields: {value!r}")
         media, port_text, proto, *formats = parts
+        if len(formats) > MAX_FORMATS:
+            raise SdpParseError(f"m= line with more than {MAX_FORMATS} formats")
         count: int | None = None
         if "/" in port_text:
             port_text, _, count_text = port_text.partition("/")

@@ -668,6 +668,14 @@ class SessionDescription(_Section):
         return self.remove_attributes_everywhere(*DTLS_ATTRIBUTES)
 
 
+# Bounds on one description (issue 9: what a peer sends costs bounded time). A phone's
+# offer has a few m= sections and a few dozen lines; with ICE candidates a WebRTC offer
+# reaches a few hundred. Each typed view scans its section's lines, so these bound the
+# work of every accessor as well as of the parse.
+MAX_LINES: Final = 1024
+MAX_MEDIA: Final = 32
+
+
 def parse_sdp(data: bytes | str) -> SessionDescription:
     """Parse an SDP body. Raises :class:`SdpParseError` and nothing else."""
     if isinstance(data, bytes | bytearray | memoryview):
@@ -682,10 +690,13 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
         raise SdpParseError(f"SDP must be bytes or str, not {type(data).__name__}")
     if "\x00" in text:
         raise SdpParseError("NUL character in SDP")
+    raw_lines = text.split("\n")
+    if len(raw_lines) > MAX_LINES:
+        raise SdpParseError(f"SDP with more than {MAX_LINES} lines")
     session: list[SdpLine] = []
     media: list[MediaDescription] = []
     current = session
-    for raw in text.split("\n"):
+    for raw in raw_lines:
         if raw.endswith("\r"):
             raw = raw[:-1]
         if not raw:
@@ -701,6 +712,8 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
                 raise SdpParseError(f"SDP must start with v=0, not {raw[:60]!r}")
         elif kind == "m":
             MediaLine.parse(line.value)
+            if len(media) >= MAX_MEDIA:
+                raise SdpParseError(f"SDP with more than {MAX_MEDIA} media descriptions")
             media.append(MediaDescription([line]))
             current = media[-1].lines
             continue

@@ -128,7 +128,7 @@ class BanList:
         if ban is None:
             return False
         if ban.until <= now:
-            del self._bans[address]
+            self._bans.pop(address, None)  # another thread may have lifted it meanwhile
             return False
         return True
 
@@ -195,7 +195,7 @@ class BanList:
 
     def bans(self, now: float) -> list[Ban]:
         """The bans in force, newest first."""
-        live = [b for b in self._bans.values() if b.until > now]
+        live = [b for b in list(self._bans.values()) if b.until > now]
         return sorted(live, key=lambda b: b.since, reverse=True)
 
     def expire(self, now: float) -> None:

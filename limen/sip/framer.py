@@ -16,7 +16,10 @@ from dataclasses import dataclass
 
 from limen.sip.errors import SipParseError
 
-_CONTENT_LENGTH_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I | re.M)
+# Possessive runs: linear on any input (see limen.sip.grammar).
+_CONTENT_LENGTH_RE = re.compile(
+    rb"^(?:content-length|l)[ \t]*+:[ \t]*+([^\r\n]*+)", re.IGNORECASE | re.MULTILINE
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,16 @@ class StreamFramer:
     @property
     def buffered(self) -> int:
         return len(self._buf)
+
+    @property
+    def in_message(self) -> bool:
+        """True while part of a message is buffered. A lone CR LF (a pong, or the start of
+        a ping) is not a message: it waits for its next octets without a deadline."""
+        return bool(self._buf) and self._buf[0] != 0x0D
+
+    def pending(self) -> bytes:
+        """The octets received and not yet returned as an event (the message being framed)."""
+        return bytes(self._buf)
 
     def feed(self, data: bytes) -> None:
         if self._failed:

@@ -4,25 +4,40 @@ Header values reach these functions already unfolded (RFC 3261 §7.3.1: a line t
 starts with whitespace continues the previous one), so "LWS" here is just spaces and tabs.
 Every scanner works on ``(text, pos)`` and returns the new position, raising
 :class:`SipParseError` with status 400 on malformed input and nothing else.
+
+Every pattern here and in the header and URI modules uses possessive quantifiers (``*+``,
+``++``, ``?+``): each run is delimited by characters it cannot contain, so backtracking
+into it could never turn a failure into a match, and forbidding it keeps every match
+linear in the length of the input (issue 9: a greedy nested pattern froze the event loop).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Final
 
 from limen.sip.errors import SipParseError
 
+# What one header value may hold. Real UAs send a handful of each (a Contact has fewer
+# than 20 parameters, a Route set a few entries); the bounds keep a peer that fills 64 KB
+# with ";a" or "a," from making us build tens of thousands of objects for one message
+# (issue 9: every parse costs bounded time). Past them the message is refused with 400.
+MAX_PARAMS: Final = 64
+MAX_LIST_ITEMS: Final = 128
+
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
-TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-TOKEN_FULL_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
-_LWS_RE = re.compile(r"[ \t]*")
+TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]++")
+TOKEN_FULL_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]++\Z")
+_LWS_RE = re.compile(r"[ \t]*+")
 # A generic parameter value (gen-value = token / host / quoted-string, RFC 3261 §7.3.1);
 # hosts bring ':' '[' ']' (IPv6 references in received=, maddr=). Some UAs put '/' or
 # '@' in unquoted values; we accept them rather than fail the whole message.
-_PARAM_VALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]/@&=$]+")
-# Quoted string body: qdtext or quoted-pair (RFC 3261 §25.1).
-_QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
+_PARAM_VALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]/@&=$]++")
+# Quoted string body: qdtext or quoted-pair (RFC 3261 §25.1). The two alternatives start
+# with different characters, so the possessive form loses no match; it keeps an
+# unterminated quote from being retried at every shorter length.
+_QUOTED_RE = re.compile(r'"((?:[^"\\]++|\\.)*+)"', re.DOTALL)
 
 
 def is_token(text: str) -> bool:
@@ -143,7 +158,7 @@ EMPTY_PARAMS = Params()
 
 # Fast path: parameters written the usual way (no LWS, no quoted values), to the end.
 _SIMPLE_PARAMS_RE = re.compile(
-    r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]/@&=$]+)?)*\Z"
+    r"(?:;[A-Za-z0-9\-.!%*_+`'~]++(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]/@&=$]++)?+)*+\Z"
 )
 
 
@@ -157,7 +172,10 @@ def read_params(text: str, pos: int, stop: str = ",") -> tuple[Params, int]:
         return EMPTY_PARAMS, pos
     if _SIMPLE_PARAMS_RE.match(text, pos) is not None:
         simple: list[tuple[str, str | None]] = []
-        for part in text[pos + 1 :].split(";"):
+        parts = text[pos + 1 :].split(";")
+        if len(parts) > MAX_PARAMS:
+            raise SipParseError("too many parameters")
+        for part in parts:
             pname, eq, pvalue = part.partition("=")
             simple.append((pname, pvalue if eq else None))
         return Params(tuple(simple)), len(text)
@@ -184,9 +202,22 @@ def read_params(text: str, pos: int, stop: str = ",") -> tuple[Params, int]:
                     raise SipParseError(f"parameter {name!r} has an empty value")
                 value, pos = mv.group(), mv.end()
         items.append((name, value))
+        if len(items) > MAX_PARAMS:
+            raise SipParseError("too many parameters")
     if pos < n and text[pos] not in stop:
         raise SipParseError(f"unexpected {text[pos]!r} after parameters")
     return Params(tuple(items)), pos
+
+
+# split_list's scanner. One list element's worth of text, up to a top-level comma: plain
+# characters, complete quoted strings, and complete <...> sections (which may hold quoted
+# strings and commas of their own). Every alternative starts with a different character
+# and every run is possessive, so the scan is linear and runs in C; Python only sees the
+# commas, which MAX_LIST_ITEMS bounds.
+_QUOTED = r'"(?:[^"\\]++|\\.)*+"'
+_LIST_ELEMENT_RE = re.compile(rf'(?:[^",<]++|{_QUOTED}|<(?:[^">]++|{_QUOTED})*+>)*+', re.DOTALL)
+# The inside of an unclosed '<': the rest of the value is one element, quotes still count.
+_ANGLE_TAIL_RE = re.compile(rf'(?:[^"]++|{_QUOTED})*+\Z', re.DOTALL)
 
 
 def split_list(value: str, allow_empty: bool = False) -> list[str]:
@@ -194,7 +225,7 @@ def split_list(value: str, allow_empty: bool = False) -> list[str]:
 
     RFC 3261 §7.3.1 allows several values of a list header on one line. Empty items are
     an error unless ``allow_empty`` (RFC 4475 §3.1.2.1 shows ``,,`` must be refused where
-    an element is required).
+    an element is required). More than :data:`MAX_LIST_ITEMS` elements are refused.
     """
     if "," not in value:
         item = value.strip()
@@ -203,25 +234,23 @@ def split_list(value: str, allow_empty: bool = False) -> list[str]:
         return [item] if item else []
     items: list[str] = []
     start = 0
-    i = 0
     n = len(value)
-    in_angle = False
-    while i < n:
+    element = _LIST_ELEMENT_RE.match
+    while True:
+        m = element(value, start)
+        i = start if m is None else m.end()  # the pattern matches the empty string
+        if i >= n:
+            break
         ch = value[i]
-        if ch == '"':
-            m = _QUOTED_RE.match(value, i)
-            if m is None:
-                raise SipParseError("unterminated quoted string")
-            i = m.end()
-            continue
-        if ch == "<":
-            in_angle = True
-        elif ch == ">":
-            in_angle = False
-        elif ch == "," and not in_angle:
+        if ch == ",":
             items.append(value[start:i].strip())
+            if len(items) >= MAX_LIST_ITEMS:
+                raise SipParseError("too many elements in header list")
             start = i + 1
-        i += 1
+            continue
+        if ch == "<" and _ANGLE_TAIL_RE.match(value, i + 1) is not None:
+            break  # unclosed '<': the rest is one element (its parser will refuse it)
+        raise SipParseError("unterminated quoted string")
     items.append(value[start:].strip())
     if not allow_empty and any(not item for item in items):
         raise SipParseError("empty element in header list")

@@ -149,7 +149,14 @@ def canonical_name(name: str) -> str:
 
 # --- name-addr / addr-spec (From, To, Contact, Route, Record-Route, Refer-To ...) --------
 
-_DISPLAY_TOKENS_RE = re.compile(r"(?:[A-Za-z0-9\-.!%*_+`'~]+[ \t]*)+")
+# Possessive quantifiers throughout this module (Python 3.11+): every run below is bounded
+# by characters its neighbours cannot contain, so giving characters back could never make a
+# match succeed, and forbidding it keeps each match linear in the header's length. The
+# plain greedy ``(?:token+ LWS*)+`` that stood here backtracked exponentially on a long
+# run of letters without ``<`` (issue 9, finding 1).
+_DISPLAY_TOKENS_RE = re.compile(r"(?:[A-Za-z0-9\-.!%*_+`'~]++[ \t]*+)++")
+# addr-spec: the URI ends at the first ';' or whitespace (RFC 3261 §20.10).
+_ADDR_SPEC_RE = re.compile(r"[^;\s]++")
 
 
 class NameAddr(NamedTuple):
@@ -216,7 +223,8 @@ class NameAddr(NamedTuple):
 
 # Usual shapes: `"Display" <uri>;params`, `Display <uri>;params`, `<uri>;params`.
 _FAST_NAME_ADDR_RE = re.compile(
-    r'[ \t]*(?:("(?:[^"\\]|\\.)*")[ \t]*|((?:[A-Za-z0-9\-.!%*_+`\'~]+[ \t]*)+))?<([^<>\s"]+)>(.*)\Z'
+    r'[ \t]*+(?:("(?:[^"\\]++|\\.)*+")[ \t]*+|((?:[A-Za-z0-9\-.!%*_+`\'~]++[ \t]*+)++))?+'
+    r'<([^<>\s"]++)>(.*+)\Z'
 )
 
 
@@ -256,7 +264,7 @@ def parse_name_addr(text: str) -> NameAddr:
     else:
         # addr-spec: the URI ends at the first ';' (or whitespace); a URI that needs
         # '?' or ',' must be enclosed in <> (RFC 3261 §20.10; RFC 4475 §3.1.2.13).
-        m = re.compile(r"[^;\s]+").match(text, pos)
+        m = _ADDR_SPEC_RE.match(text, pos)
         if m is None:
             raise SipParseError("missing URI")
         uri_text = m.group()
@@ -272,9 +280,9 @@ def parse_name_addr(text: str) -> NameAddr:
 
 # --- Via (RFC 3261 §20.42, RFC 3581 rport) ----------------------------------------------
 
-_SLASH_RE = re.compile(r"[ \t]*/[ \t]*")
-_HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.~\-]+)?\]|[A-Za-z0-9\-._]+")
-_PORT_RE = re.compile(r"[ \t]*:[ \t]*([0-9]{1,5})")
+_SLASH_RE = re.compile(r"[ \t]*+/[ \t]*+")
+_HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]++(?:%[A-Za-z0-9_.~\-]++)?+\]|[A-Za-z0-9\-._]++")
+_PORT_RE = re.compile(r"[ \t]*+:[ \t]*+([0-9]{1,5}+)")
 
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -336,7 +344,7 @@ class Via(NamedTuple):
 
 
 _FAST_VIA_RE = re.compile(
-    r"SIP/2\.0/([A-Za-z]+) (\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(?::([0-9]{1,5}))?(;.*)?\Z"
+    r"SIP/2\.0/([A-Za-z]++) (\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9\-._]++)(?::([0-9]{1,5}+))?+(;.*+)?+\Z"
 )
 
 
@@ -388,7 +396,7 @@ def parse_via(text: str) -> Via:
 # --- scalars ----------------------------------------------------------------------------
 
 MAX_UINT32 = 2**32 - 1
-_DIGITS_RE = re.compile(r"[0-9]+")
+_DIGITS_RE = re.compile(r"[0-9]++")
 
 
 def parse_delta_seconds(text: str) -> int:
@@ -433,10 +441,13 @@ def parse_cseq(text: str) -> CSeq:
     return CSeq(int(digits), method)
 
 
+_SPACE_RE = re.compile(r"\s")
+
+
 def parse_call_id(text: str) -> str:
     value = text.strip()
     # callid = word ["@" word]; word allows most printable characters (RFC 4475 §3.1.1.2).
-    if not value or re.search(r"[\s]", value):
+    if not value or _SPACE_RE.search(value):
         raise SipParseError("malformed Call-ID")
     return value
 
@@ -635,8 +646,12 @@ class RetryAfter:
         return f"{self.delta}{comment}{self.params}"
 
 
+# RFC 3261 §20.33: delta-seconds [ comment ] *( SEMI retry-param ).
+_RETRY_AFTER_RE = re.compile(r"[ \t]*+([0-9]++)[ \t]*+(?:\(([^)]*+)\))?+")
+
+
 def parse_retry_after(text: str) -> RetryAfter:
-    m = re.match(r"[ \t]*([0-9]+)[ \t]*(?:\(([^)]*)\))?", text)
+    m = _RETRY_AFTER_RE.match(text)
     if m is None:
         raise SipParseError("malformed Retry-After")
     params, pos = read_params(text, m.end(), stop="")
@@ -658,8 +673,12 @@ class RAck:
         return f"{self.rseq} {self.cseq} {self.method}"
 
 
+# RFC 3262 §7.2: response-num LWS CSeq-num LWS Method.
+_RACK_RE = re.compile(r"[ \t]*+([0-9]++)[ \t]++([0-9]++)[ \t]++([^ \t]++)[ \t]*+\Z")
+
+
 def parse_rack(text: str) -> RAck:
-    m = re.match(r"[ \t]*([0-9]+)[ \t]+([0-9]+)[ \t]+([^ \t]+)[ \t]*\Z", text)
+    m = _RACK_RE.match(text)
     if m is None:
         raise SipParseError("malformed RAck")
     method = m.group(3)

@@ -25,7 +25,7 @@ from limen.sip.digest import (
     parse_credentials,
 )
 from limen.sip.errors import SipParseError, SipUsageError
-from limen.sip.grammar import TOKEN_FULL_RE, split_list
+from limen.sip.grammar import MAX_LIST_ITEMS, TOKEN_FULL_RE, split_list
 from limen.sip.headers import (
     LIST_HEADERS,
     SINGLE_HEADERS,
@@ -271,6 +271,9 @@ class Message:
         for f in self._fields:
             if f.key == key:
                 out.extend(split_list(f.value) if key in LIST_HEADERS else [f.value])
+                if len(out) > MAX_LIST_ITEMS:
+                    # Bounded across lines too, not only per line (limen.sip.grammar).
+                    raise SipParseError(f"too many {canonical_name(key)} elements")
         return out
 
     @property
@@ -811,11 +814,12 @@ def parse_message(data: bytes | bytearray | memoryview) -> Request | Response:
     # Parse the headers every layer needs, so a malformed one is refused now (400)
     # rather than as an exception deep in a transaction; the results stay cached.
     cache = msg._cache
-    cache["via"] = [
-        parse_via(item)
-        for value in vias
-        for item in (split_list(value) if "," in value else [value])
+    via_items = [
+        item for value in vias for item in (split_list(value) if "," in value else [value])
     ]
+    if len(via_items) > MAX_LIST_ITEMS:
+        raise SipParseError("too many Via elements")
+    cache["via"] = [parse_via(item) for item in via_items]
     cache["from"] = parse_name_addr(singles["from"])
     cache["to"] = parse_name_addr(singles["to"])
     cache["call-id"] = parse_call_id(singles["call-id"])
@@ -894,6 +898,7 @@ def _parse_fields(lines: list[str]) -> list[HeaderField]:
     fields: list[HeaderField] = []
     append = fields.append
     name_keys = _NAME_KEYS
+    folded: dict[int, list[str]] | None = None
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         key = name_keys.get(name)
@@ -904,13 +909,13 @@ def _parse_fields(lines: list[str]) -> list[HeaderField]:
         if not line:
             raise SipParseError("empty header line")
         if line[0] in " \t":
-            # Folding (RFC 3261 §7.3.1): the line continues the previous header.
+            # Folding (RFC 3261 §7.3.1): the line continues the previous header. The
+            # pieces are joined once at the end; joining line by line is quadratic.
             if not fields:
                 raise SipParseError("continuation line before any header")
-            prev = fields[-1]
-            cont = line.strip(" \t")
-            joined = f"{prev.value} {cont}" if prev.value and cont else prev.value + cont
-            fields[-1] = HeaderField(prev.name, prev.key, joined, f"{prev.raw}\r\n{line}")
+            if folded is None:
+                folded = {}
+            folded.setdefault(len(fields) - 1, []).append(line)
             continue
         if not colon:
             raise SipParseError("header line without a colon")
@@ -921,4 +926,11 @@ def _parse_fields(lines: list[str]) -> list[HeaderField]:
         if len(name_keys) < _NAME_KEYS_MAX and stripped == name:
             name_keys[name] = key
         append(HeaderField(stripped, key, value.strip(" \t"), line))
+    if folded is not None:
+        for index, continuations in folded.items():
+            prev = fields[index]
+            pieces = [prev.value, *(cont.strip(" \t") for cont in continuations)]
+            joined = " ".join(piece for piece in pieces if piece)
+            raw = "\r\n".join([prev.raw or "", *continuations])
+            fields[index] = HeaderField(prev.name, prev.key, joined, raw)
     return fields

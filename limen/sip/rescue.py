@@ -33,11 +33,13 @@ from typing import Final
 
 # A request start line, liberally: token method, something, SIP version. Extra or trailing
 # whitespace and a broken Request-URI still count (RFC 4475 §3.1.2.7-§3.1.2.10 want 400).
-_REQUEST_LINE_RE: Final = re.compile(
-    r"([!%'*+\-.0-9A-Z_`a-z~]+)[ \t]+\S.*?[ \t]+SIP/[0-9]+\.[0-9]+[ \t]*\Z", re.IGNORECASE
-)
-_HEADER_NAME_RE: Final = re.compile(r"([!%'*+\-.0-9A-Z_`a-z~]+)[ \t]*:")
-_TAG_PARAM_RE: Final = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
+# Matched in two steps (method, then the last word) rather than with a lazy ``.*?``
+# followed by a whitespace run: that form retried the run at every position, quadratic
+# in the length of a line of spaces. Possessive runs keep the rest linear.
+_METHOD_RE: Final = re.compile(r"([!%'*+\-.0-9A-Z_`a-z~]++)[ \t]++(?=\S)")
+_VERSION_WORD_RE: Final = re.compile(r"SIP/[0-9]++\.[0-9]++\Z", re.IGNORECASE)
+_HEADER_NAME_RE: Final = re.compile(r"([!%'*+\-.0-9A-Z_`a-z~]++)[ \t]*+:")
+_TAG_PARAM_RE: Final = re.compile(r";[ \t]*+tag[ \t]*+=", re.IGNORECASE)
 _COMPACT: Final[dict[str, str]] = {"v": "via", "f": "from", "t": "to", "i": "call-id"}
 _COPIED: Final = ("via", "from", "to", "call-id", "cseq")
 # Header sections larger than this are not searched (the transport's size limits apply
@@ -97,8 +99,15 @@ def _start_line(data: bytes) -> str:
 def _request_method(line: str) -> str | None:
     if line[:4].upper() == "SIP/":
         return None
-    m = _REQUEST_LINE_RE.match(line)
-    return m.group(1) if m is not None else None
+    m = _METHOD_RE.match(line)
+    if m is None:
+        return None
+    rest = line[m.end() :].rstrip(" \t")
+    # The version is the last blank-separated word, after at least one other character.
+    cut = max(rest.rfind(" "), rest.rfind("\t"))
+    if cut <= 0 or _VERSION_WORD_RE.match(rest, cut + 1) is None:
+        return None
+    return m.group(1)
 
 
 def _head_lines(text: str) -> list[str]:
@@ -123,12 +132,14 @@ def _copied_fields(lines: list[str]) -> dict[str, list[str]]:
 
     Via may repeat (all copied, in order); of the single-value headers the first wins.
     """
-    fields: dict[str, list[str]] = {}
-    current: list[str] | None = None  # the field being continued by folding
+    fields: dict[str, list[list[str]]] = {}
+    current: list[str] | None = None  # the lines of the field being continued by folding
     for line in lines:
         if line[0] in " \t":
+            # Collected, joined once at the end: joining as we go is quadratic in the
+            # number of continuation lines.
             if current is not None:
-                current[-1] = f"{current[-1]}\r\n{line}"
+                current.append(line)
             continue
         current = None
         m = _HEADER_NAME_RE.match(line)
@@ -141,6 +152,6 @@ def _copied_fields(lines: list[str]) -> dict[str, list[str]]:
         existing = fields.setdefault(key, [])
         if key != "via" and existing:
             continue
-        existing.append(line)
-        current = existing
-    return fields
+        current = [line]
+        existing.append(current)
+    return {key: ["\r\n".join(parts) for parts in values] for key, values in fields.items()}

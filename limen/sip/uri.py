@@ -14,19 +14,19 @@ from typing import NamedTuple
 from urllib.parse import unquote as _pct_unquote
 
 from limen.sip.errors import SipParseError
-from limen.sip.grammar import EMPTY_PARAMS, Params
+from limen.sip.grammar import EMPTY_PARAMS, MAX_PARAMS, Params
 
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*+")
 # Characters never valid anywhere in a URI written inside a SIP message.
 _FORBIDDEN_RE = re.compile(r'[\s<>"\x00-\x1f\x7f]')
 # hostname / IPv4address (RFC 3261 §25.1). '_' is not in the ABNF but is common in the
 # wild (internal DNS names); accepting it costs nothing.
-_HOST_RE = re.compile(r"[A-Za-z0-9\-._]+")
+_HOST_RE = re.compile(r"[A-Za-z0-9\-._]++")
 # Inside [ ]: hex digits, ':' and '.' (IPv4-mapped tails). Deliberately loose: RFC 5118
 # §4.10 asks us to tolerate the "three colons" form an ABNF bug once allowed.
-_IPV6_RE = re.compile(r"\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.~\-]+)?\]")
-_PORT_RE = re.compile(r"[0-9]{1,5}")
-_URI_PARAM_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+")
+_IPV6_RE = re.compile(r"\[[0-9A-Fa-f:.]++(?:%[A-Za-z0-9_.~\-]++)?+\]")
+_PORT_RE = re.compile(r"[0-9]{1,5}+")
+_URI_PARAM_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]++")
 
 
 def _split_uri_params(text: str) -> Params:
@@ -34,7 +34,10 @@ def _split_uri_params(text: str) -> Params:
     if not text:
         return EMPTY_PARAMS
     items: list[tuple[str, str | None]] = []
-    for part in text.split(";")[1:]:
+    parts = text.split(";")[1:]
+    if len(parts) > MAX_PARAMS:
+        raise SipParseError("too many URI parameters")
+    for part in parts:
         name, eq, value = part.partition("=")
         if not name or _URI_PARAM_RE.fullmatch(name) is None:
             raise SipParseError("empty or malformed URI parameter")
@@ -197,9 +200,12 @@ def _parse_sip(scheme: str, rest: str) -> SipUri:
 
 
 # The usual shape of a SIP URI (no password, no headers, plain host), matched in one go.
+# Possessive runs: each is delimited by a character outside its class ('@', ':', ';',
+# '='), so the match stays linear whatever the input (see limen.sip.grammar).
 _FAST_SIP_RE = re.compile(
-    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()%&=+$,]+)@)?([A-Za-z0-9\-._]+|\[[0-9A-Fa-f:.]+\])"
-    r"(?::([0-9]{1,5}))?((?:;[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+)?)*)\Z",
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()%&=+$,]++)@)?+([A-Za-z0-9\-._]++|\[[0-9A-Fa-f:.]++\])"
+    r"(?::([0-9]{1,5}+))?+"
+    r"((?:;[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]++(?:=[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]++)?+)*+)\Z",
     re.IGNORECASE,
 )
 
@@ -217,7 +223,10 @@ def parse_uri(text: str) -> Uri:
         if param_text:
             # The pattern above already checked every name and value.
             items: list[tuple[str, str | None]] = []
-            for part in param_text[1:].split(";"):
+            parts = param_text[1:].split(";")
+            if len(parts) > MAX_PARAMS:
+                raise SipParseError("too many URI parameters")
+            for part in parts:
                 name, eq, value = part.partition("=")
                 items.append((name, value if eq else None))
             return SipUri(host, scheme, user, None, port, Params(tuple(items)), None)

@@ -67,7 +67,11 @@ def open_store(settings: Settings, *, migrate: bool = True) -> Store:
             f"secret key file {key_path} is missing but the database holds encrypted "
             "secrets: restore the key file (on a cluster, copy it from the first node)"
         )
-    box = SecretBox(key)
+    try:
+        box = SecretBox(key)
+    except StoreError as exc:
+        engine.dispose()
+        raise StoreError(f"secret key file {key_path} is not a Limen key: {exc}") from None
     if check is None:
         with engine.begin() as conn:
             conn.execute(

@@ -27,3 +27,8 @@ class Invalid(ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class PreconditionFailed(Conflict):
+    """The object changed since the client read it: ``If-Match`` no longer matches its
+    entity tag (HTTP 412, RFC 9110 §13.1.1)."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import hashlib
 import itertools
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,9 +26,11 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from limen.store import models as m
 from limen.store.db import utcnow
-from limen.store.errors import Conflict, Invalid, NotFound
-from limen.store.options import GlobalOptions
+from limen.store.errors import Conflict, Invalid, NotFound, PreconditionFailed
+from limen.store.options import OPTION_ALIASES, GlobalOptions, canonical_option
 from limen.store.schemas import (
+    TOKEN_KINDS,
+    TOKEN_STATUSES,
     AdminRecord,
     AdminTokenRecord,
     ConsumerCreate,
@@ -74,6 +78,9 @@ def _chunks(items: Iterable[DeviceCreate], size: int) -> Iterator[list[DeviceCre
         yield chunk
 
 
+_MAC_STRIP_CHARS = re.compile(r"[:\-. ]")
+
+
 def _guid() -> str:
     return str(uuid.uuid4())
 
@@ -91,11 +98,22 @@ class _Repo:
 
     @contextmanager
     def _tx(self) -> Iterator[tuple[Session, list[Change]]]:
-        """A transaction; changes appended to the list are announced after commit."""
+        """A write transaction; changes appended to the list are announced after commit.
+
+        Read-modify-write must not interleave (issue 14: concurrent PUTs mixed fields of
+        different requests). On SQLite the transaction starts with ``BEGIN IMMEDIATE``,
+        which takes the database's write lock before the first read, so writers run one
+        after another and each reads what the previous one committed. On PostgreSQL the
+        rows a change depends on are read with ``SELECT ... FOR UPDATE`` (``_find(...,
+        lock=True)``), which makes a second writer of the same row wait for the first
+        one's commit and then read the committed row (READ COMMITTED re-reads it).
+        """
         changes: list[Change] = []
         with self._session() as session:
             try:
                 with session.begin():
+                    if self._store.engine.dialect.name == "sqlite":
+                        session.connection().exec_driver_sql("BEGIN IMMEDIATE")
                     yield session, changes
                     if changes:
                         _bump_config_version(session)
@@ -133,6 +151,34 @@ def _bump_config_version(session: Session) -> None:
         row.value = str(int(row.value) + 1)
 
 
+def row_etag(row: Any, *extra: object) -> str:
+    """A strong entity tag (RFC 9110 §8.8.3) for a stored object: a digest of every column
+    of its row (secrets in their encrypted form, ``updated_at`` included) plus ``extra``
+    (an ICP's hashes). Any committed change gives a new tag, so ``If-Match`` detects
+    that an object changed since the client read it, without a version column."""
+    digest = hashlib.sha256()
+    for column in row.__table__.columns:
+        digest.update(f"{column.key}={getattr(row, column.key)!r}\x1f".encode())
+    for item in extra:
+        digest.update(f"{item!r}\x1f".encode())
+    return f'"{digest.hexdigest()[:32]}"'
+
+
+def check_if_match(if_match: str | None, etag: str, what: str) -> None:
+    """RFC 9110 §13.1.1: ``If-Match`` holds ``*`` or a list of entity tags compared with
+    the strong function (a weak tag never matches). A mismatch is
+    :class:`~limen.store.errors.PreconditionFailed` (HTTP 412)."""
+    if if_match is None:
+        return
+    tags = [t.strip() for t in if_match.split(",") if t.strip()]
+    if "*" in tags or etag in tags:
+        return
+    raise PreconditionFailed(
+        f"{what} changed since it was read (If-Match {if_match.strip()!r}, now {etag}): "
+        "read it again and retry"
+    )
+
+
 def _integrity_reason(exc: IntegrityError) -> str:
     text = str(exc.orig).lower()
     for column in ("setside_username", "clientid", "name", "consumer_key", "hash", "username"):
@@ -145,8 +191,10 @@ def _integrity_reason(exc: IntegrityError) -> str:
 
 
 class IcpRepository(_Repo):
-    def _find(self, session: Session, key: str) -> m.Icp:
+    def _find(self, session: Session, key: str, *, lock: bool = False) -> m.Icp:
         query = select(m.Icp).options(selectinload(m.Icp.hashes))
+        if lock:
+            query = query.with_for_update(of=m.Icp)
         row = None
         if is_guid(key):
             row = session.scalar(query.where(m.Icp.guid == key.lower()))
@@ -201,6 +249,16 @@ class IcpRepository(_Repo):
         with self._session() as s:
             return self._record(s, self._find(s, key))
 
+    @staticmethod
+    def _etag(icp: m.Icp) -> str:
+        return row_etag(icp, [h.hash for h in icp.hashes])
+
+    def get_tagged(self, key: str) -> tuple[IcpRecord, str]:
+        """The ICP and its entity tag, read together."""
+        with self._session() as s:
+            icp = self._find(s, key)
+            return self._record(s, icp), self._etag(icp)
+
     def by_hash(self, provisioning_hash: str) -> IcpRecord | None:
         """The ICP whose provisioning hash this is (for the HTTPS provisioning proxy)."""
         with self._session() as s:
@@ -237,9 +295,17 @@ class IcpRepository(_Repo):
         return record
 
     def update(self, key: str, data: IcpUpdate, actor: str = "system") -> IcpRecord:
+        return self.update_tagged(key, data, actor)[0]
+
+    def update_tagged(
+        self, key: str, data: IcpUpdate, actor: str = "system", if_match: str | None = None
+    ) -> tuple[IcpRecord, str]:
+        """Change an ICP atomically (row locked, see ``_tx``); with ``if_match``, only if
+        its entity tag still matches. Returns the new record and tag."""
         values = data.model_dump(exclude_unset=True)
         with self._tx() as (s, changes):
-            icp = self._find(s, key)
+            icp = self._find(s, key, lock=True)
+            check_if_match(if_match, self._etag(icp), f"ICP {icp.name}")
             new_name = values.get("name", icp.name)
             if new_name != icp.name and s.scalar(select(m.Icp.id).where(m.Icp.name == new_name)):
                 raise Conflict(f"an ICP named {values['name']!r} already exists")
@@ -258,13 +324,22 @@ class IcpRepository(_Repo):
             self._audit(s, "icp", actor, f"ICP {icp.name} updated ({fields})")
             changes.append(Change("icp", "updated", icp.guid))
             record = self._record(s, icp)
-        return record
+            tag = self._etag(icp)
+        return record, tag
 
-    def delete(self, key: str, actor: str = "system", *, with_devices: bool = False) -> int:
+    def delete(
+        self,
+        key: str,
+        actor: str = "system",
+        *,
+        with_devices: bool = False,
+        if_match: str | None = None,
+    ) -> int:
         """Delete an ICP. It owns its devices (as in MBG): when it has some, the caller
         must confirm with ``with_devices=True``. Returns the number of devices deleted."""
         with self._tx() as (s, changes):
-            icp = self._find(s, key)
+            icp = self._find(s, key, lock=True)
+            check_if_match(if_match, self._etag(icp), f"ICP {icp.name}")
             devices = s.scalars(select(m.SipDevice).where(m.SipDevice.icp_id == icp.id)).all()
             if devices and not with_devices:
                 raise Conflict(
@@ -296,9 +371,11 @@ class DeviceRepository(_Repo):
     def _query(self) -> Any:
         return select(m.SipDevice).options(selectinload(m.SipDevice.icp))
 
-    def _find(self, session: Session, key: str) -> m.SipDevice:
+    def _find(self, session: Session, key: str, *, lock: bool = False) -> m.SipDevice:
         """Look a device up by guid, set-side username, then MAC (``clientid``)."""
         query = self._query()
+        if lock:
+            query = query.with_for_update(of=m.SipDevice)
         row = None
         if is_guid(key):
             row = session.scalar(query.where(m.SipDevice.guid == key.lower()))
@@ -362,6 +439,47 @@ class DeviceRepository(_Repo):
                 query = query.limit(limit)
             return [self._record(r) for r in s.scalars(query).all()]
 
+    SORTS = ("setside_username", "clientid", "description", "icp", "icpside_username")
+
+    def search(
+        self,
+        text: str = "",
+        *,
+        sort: str = "setside_username",
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[builtins.list[DeviceRecord], int]:
+        """One page of devices whose set-side user, MAC or description contains ``text``
+        (case-insensitive), sorted by ``sort`` (one of :attr:`SORTS`), and the number of
+        devices that match: the console's device table, done in the database."""
+        check_page(offset, limit)
+        if sort not in self.SORTS:
+            raise Invalid("sort", f"one of {', '.join(self.SORTS)}")
+        with self._session() as s:
+            where = []
+            text = text.strip()
+            if text:
+                like = (
+                    "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                )
+                conditions = [
+                    m.SipDevice.setside_username.ilike(like, escape="\\"),
+                    m.SipDevice.description.ilike(like, escape="\\"),
+                ]
+                mac = _MAC_STRIP_CHARS.sub("", text).upper()
+                if mac and all(c in "0123456789ABCDEF" for c in mac):
+                    conditions.append(m.SipDevice.clientid.like(f"%{mac}%"))
+                where.append(or_(*conditions))
+            total = s.scalar(select(func.count()).select_from(m.SipDevice).where(*where)) or 0
+            column: Any = m.Icp.name if sort == "icp" else getattr(m.SipDevice, sort)
+            query = self._query().where(*where)
+            if sort == "icp":
+                query = query.join(m.Icp, m.SipDevice.icp_id == m.Icp.id)
+            order = column.desc() if descending else column.asc()
+            query = query.order_by(order, m.SipDevice.id).offset(offset).limit(limit)
+            return [self._record(r) for r in s.scalars(query).all()], total
+
     def count(self, *, icp: str | None = None) -> int:
         with self._session() as s:
             query = select(func.count()).select_from(m.SipDevice)
@@ -374,6 +492,12 @@ class DeviceRepository(_Repo):
     def get(self, key: str) -> DeviceRecord:
         with self._session() as s:
             return self._record(self._find(s, key))
+
+    def get_tagged(self, key: str) -> tuple[DeviceRecord, str]:
+        """The device and its entity tag, read together."""
+        with self._session() as s:
+            row = self._find(s, key)
+            return self._record(row), row_etag(row)
 
     def credentials(self, key: str) -> DeviceCredentials:
         """The device's passwords in clear, for SIP digest (guid, username or MAC)."""
@@ -458,9 +582,17 @@ class DeviceRepository(_Repo):
         return created
 
     def update(self, key: str, data: DeviceUpdate, actor: str = "system") -> DeviceRecord:
+        return self.update_tagged(key, data, actor)[0]
+
+    def update_tagged(
+        self, key: str, data: DeviceUpdate, actor: str = "system", if_match: str | None = None
+    ) -> tuple[DeviceRecord, str]:
+        """Change a device atomically (row locked, see ``_tx``); with ``if_match``, only if
+        its entity tag still matches. Returns the new record and tag."""
         values = data.model_dump(exclude_unset=True)
         with self._tx() as (s, changes):
-            row = self._find(s, key)
+            row = self._find(s, key, lock=True)
+            check_if_match(if_match, row_etag(row), f"device {row.setside_username}")
             self._check_unique(s, values.get("setside_username"), values.get("clientid"), row.id)
             if "icp" in values:
                 try:
@@ -481,11 +613,13 @@ class DeviceRepository(_Repo):
             self._audit(s, "device", actor, f"device {row.setside_username} updated ({fields})")
             changes.append(Change("device", "updated", row.guid))
             record = self._record(row)
-        return record
+            tag = row_etag(row)
+        return record, tag
 
-    def delete(self, key: str, actor: str = "system") -> None:
+    def delete(self, key: str, actor: str = "system", if_match: str | None = None) -> None:
         with self._tx() as (s, changes):
-            row = self._find(s, key)
+            row = self._find(s, key, lock=True)
+            check_if_match(if_match, row_etag(row), f"device {row.setside_username}")
             s.delete(row)
             self._audit(s, "device", actor, f"device {row.setside_username} deleted")
             changes.append(Change("device", "deleted", row.guid))
@@ -522,22 +656,51 @@ class DeviceRepository(_Repo):
 # -- global options ----------------------------------------------------------------------
 
 
+# PostgreSQL advisory lock key taken by every change of the global options: they are
+# validated as a whole (srtp_port_min < srtp_port_max), so two changes of different
+# options must not both read the old set (issue 14, lost updates).
+_OPTIONS_LOCK = 0x4C494D454E  # "LIMEN"
+
+
 class OptionsRepository(_Repo):
-    def get(self) -> GlobalOptions:
-        with self._session() as s:
-            stored = {row.name: row.value for row in s.scalars(select(m.GlobalOption))}
-        known = {k: v for k, v in stored.items() if k in GlobalOptions.model_fields}
+    @staticmethod
+    def _read(s: Session) -> GlobalOptions:
+        stored = {row.name: row.value for row in s.scalars(select(m.GlobalOption))}
+        # Rows written under a pre-issue-11 name (OPTION_ALIASES) still count; a row under
+        # the current name wins over one under the old.
+        known = {
+            k: v
+            for k, v in stored.items()
+            if k in GlobalOptions.model_fields or k in OPTION_ALIASES
+        }
         return GlobalOptions.model_validate(known)
 
-    def set(self, values: dict[str, Any], actor: str = "system") -> GlobalOptions:
-        """Change some options; the result is validated as a whole before it is saved."""
+    def get(self) -> GlobalOptions:
+        with self._session() as s:
+            return self._read(s)
+
+    def _lock(self, s: Session) -> None:
+        # SQLite: the transaction already holds the write lock (BEGIN IMMEDIATE, _tx).
+        if self._store.engine.dialect.name == "postgresql":
+            s.execute(select(func.pg_advisory_xact_lock(_OPTIONS_LOCK)))
+
+    def set(
+        self, values: dict[str, Any], actor: str = "system", *, strict: bool = False
+    ) -> GlobalOptions:
+        """Change some options; the result is validated as a whole before it is saved.
+        ``strict``: JSON input, no coercion (true is not 1, "30" is not 30)."""
+        values = {canonical_option(k): v for k, v in values.items()}
         unknown = sorted(set(values) - set(GlobalOptions.model_fields))
         if unknown:
             raise Invalid(unknown[0], f"unknown option (known: {', '.join(GlobalOptions.names())})")
-        merged = self.get().model_dump() | values
-        options = GlobalOptions.model_validate(merged)
-        dumped = options.model_dump(mode="json")
         with self._tx() as (s, changes):
+            self._lock(s)
+            merged = self._read(s).model_dump() | values
+            options = GlobalOptions.model_validate(merged, strict=strict)
+            dumped = options.model_dump(mode="json")
+            renamed = [old for old, new in OPTION_ALIASES.items() if new in values]
+            if renamed:  # the value now lives under its current name only
+                s.execute(delete(m.GlobalOption).where(m.GlobalOption.name.in_(renamed)))
             for name in values:
                 row = s.get(m.GlobalOption, name)
                 if row is None:
@@ -550,12 +713,14 @@ class OptionsRepository(_Repo):
         return options
 
     def reset(self, names: Iterable[str], actor: str = "system") -> GlobalOptions:
-        names = list(names)
+        names = [canonical_option(n) for n in names]
         for name in names:
             if name not in GlobalOptions.model_fields:
                 raise Invalid(name, "unknown option")
+        old_names = [o for o, n in OPTION_ALIASES.items() if n in names]
         with self._tx() as (s, changes):
-            s.execute(delete(m.GlobalOption).where(m.GlobalOption.name.in_(names)))
+            self._lock(s)
+            s.execute(delete(m.GlobalOption).where(m.GlobalOption.name.in_(names + old_names)))
             for name in names:
                 changes.append(Change("options", "updated", name))
             self._audit(s, "options", actor, f"global options reset: {', '.join(names)}")
@@ -625,8 +790,10 @@ class ConsumerAuth:
 
 
 class ConsumerRepository(_Repo):
-    def _find(self, s: Session, key: str) -> m.Consumer:
+    def _find(self, s: Session, key: str, *, lock: bool = False) -> m.Consumer:
         query = select(m.Consumer).options(selectinload(m.Consumer.permissions))
+        if lock:
+            query = query.with_for_update(of=m.Consumer)
         row = s.scalar(query.where(m.Consumer.guid == key.lower())) if is_guid(key) else None
         if row is None:
             row = s.scalar(query.where(or_(m.Consumer.name == key, m.Consumer.consumer_key == key)))
@@ -643,7 +810,8 @@ class ConsumerRepository(_Repo):
             active=row.active,
             has_rsa_key=bool(row.rsa_public_key),
             permissions=[
-                Permission(path=p.path, read=p.read, write=p.write) for p in row.permissions
+                Permission.model_construct(path=p.path, read=p.read, write=p.write)
+                for p in row.permissions
             ],
             created_at=row.created_at,
         )
@@ -701,7 +869,7 @@ class ConsumerRepository(_Repo):
         actor: str = "system",
     ) -> ConsumerRecord:
         with self._tx() as (s, changes):
-            row = self._find(s, key)
+            row = self._find(s, key, lock=True)
             if active is not None:
                 row.active = active
             if shared_secret is not None:
@@ -744,7 +912,8 @@ class ConsumerRepository(_Repo):
                 secret=self._box.decrypt(row.secret_enc),
                 rsa_public_key=row.rsa_public_key,
                 permissions=tuple(
-                    Permission(path=p.path, read=p.read, write=p.write) for p in row.permissions
+                    Permission.model_construct(path=p.path, read=p.read, write=p.write)
+                    for p in row.permissions
                 ),
             )
 
@@ -756,7 +925,9 @@ def _merge_permissions(permissions: Iterable[Permission]) -> builtins.list[Permi
         merged[p.path] = (
             p
             if old is None
-            else Permission(path=p.path, read=old.read or p.read, write=old.write or p.write)
+            else Permission.model_construct(
+                path=p.path, read=old.read or p.read, write=old.write or p.write
+            )
         )
     return list(merged.values())
 
@@ -803,11 +974,21 @@ class TokenRepository(_Repo):
             expired=now >= row.expires_at,
             decided_by=row.decided_by,
             renewed_at=row.renewed_at,
+            verifier=row.verifier if row.status == "approved" else None,
         )
 
     def list(
         self, *, kind: str | None = None, status: str | None = None
     ) -> builtins.list[TokenRecord]:
+        if kind is not None and kind not in TOKEN_KINDS:
+            raise Invalid("kind", f"unknown token kind {kind!r} (one of {', '.join(TOKEN_KINDS)})")
+        statuses = TOKEN_STATUSES.get(kind or "", ()) or tuple(
+            itertools.chain.from_iterable(TOKEN_STATUSES.values())
+        )
+        if status is not None and status not in statuses:
+            raise Invalid(
+                "status", f"unknown token status {status!r} (one of {', '.join(statuses)})"
+            )
         now = utcnow()
         with self._session() as s:
             query = select(m.OAuthToken).options(selectinload(m.OAuthToken.consumer))

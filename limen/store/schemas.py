@@ -14,8 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from limen.sip.errors import SipParseError
+from limen.sip.uri import SipUri, parse_uri
 from limen.store.errors import Invalid
 from limen.store.options import (
+    SETTING_HELP,
     CodecSupport,
     KeepaliveMode,
     RtpFrameSize,
@@ -38,8 +41,12 @@ def check_page(offset: int, limit: int | None) -> None:
         raise Invalid("limit", f"must be between 1 and {MAX_PAGE}")
 
 
+# Input models: unknown fields refused, and strict types (issue 14): JSON true is not the
+# port 1, "5060" is not a number, 1 is not true. Enumerations still take their labels.
+STRICT_INPUT = ConfigDict(extra="forbid", strict=True)
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_USER_RE = re.compile(r"^[A-Za-z0-9._~+*#-]{1,128}$")
+_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _HASH_RE = re.compile(r"^[A-Za-z0-9]{8,64}$")
 _HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*\.?$")
 _GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -66,13 +73,36 @@ def looks_like_mac(value: str) -> bool:
     return True
 
 
+def is_sip_host(value: str) -> bool:
+    """True when ``value`` is a host the SIP layer parses back unchanged as the host of
+    ``sip:<value>`` (RFC 3261 §25.1 hostport, without a port): what an ICP address or
+    domain becomes in Request-URIs and headers."""
+    try:
+        uri = parse_uri(f"sip:{value}")
+    except SipParseError:
+        return False
+    return (
+        isinstance(uri, SipUri)
+        and uri.user is None
+        and uri.host == value
+        and uri.port is None
+        and not uri.params
+        and uri.headers is None
+    )
+
+
 def _check_host(value: str) -> str:
     value = value.strip()
     try:
-        return str(ipaddress.ip_address(value.strip("[]")))
+        address = ipaddress.ip_address(value.strip("[]"))
     except ValueError:
         pass
-    if not _HOST_RE.match(value):
+    else:
+        shown = str(address)
+        if not is_sip_host(f"[{shown}]" if address.version == 6 else shown):
+            raise ValueError(f"{value!r} is not usable in a SIP URI")
+        return shown
+    if not _HOST_RE.match(value) or not is_sip_host(value):
         raise ValueError(f"{value!r} is neither an IP address nor a host name")
     return value.lower()
 
@@ -84,6 +114,18 @@ def _check_pin(value: str) -> str:
     if cleaned and (len(cleaned) != 64 or any(c not in "0123456789abcdefABCDEF" for c in cleaned)):
         raise ValueError("must be a SHA-256 fingerprint: 64 hex digits, colons optional")
     return value.strip()
+
+
+def _check_domain(value: str) -> str:
+    """An ICP's SIP domain: empty (use the address) or a host the SIP layer takes."""
+    if value == "":
+        return value
+    if not is_sip_host(value):
+        raise ValueError(
+            f"{value!r} is not a SIP host (RFC 3261 §25.1): a host name or IP address "
+            "without spaces, port or parameters"
+        )
+    return value
 
 
 def _check_name(value: str) -> str:
@@ -133,7 +175,7 @@ class IcpCreate(BaseModel):
     """A new ICP. ``transport``/``port``: how Limen reaches its SIP side; ``tls``: HTTPS on
     the XML/provisioning link (ports 4445); ``hashes``: provisioning hashes (seed 2.7)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     name: str
     address: str
@@ -162,6 +204,9 @@ class IcpCreate(BaseModel):
     _address = field_validator("address")(classmethod(lambda cls, v: _check_host(v)))
     _hashes = field_validator("hashes")(classmethod(lambda cls, v: _check_hashes(v)))
     _pin = field_validator("tls_pin_sha256")(classmethod(lambda cls, v: _check_pin(v)))
+    _domain = field_validator("domain")(
+        classmethod(lambda cls, v: v if v is None else _check_domain(v))
+    )
     _caps = field_validator("sip_capabilities", mode="before")(
         classmethod(lambda cls, v: _check_capabilities(v))
     )
@@ -170,7 +215,7 @@ class IcpCreate(BaseModel):
 class IcpUpdate(BaseModel):
     """A partial change to an ICP: only the fields given are changed."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     name: str | None = None
     address: str | None = None
@@ -204,6 +249,9 @@ class IcpUpdate(BaseModel):
     _hashes = field_validator("hashes")(classmethod(lambda cls, v: _check_hashes(v)))
     _pin = field_validator("tls_pin_sha256")(
         classmethod(lambda cls, v: None if v is None else _check_pin(v))
+    )
+    _domain = field_validator("domain")(
+        classmethod(lambda cls, v: v if v is None else _check_domain(v))
     )
     _caps = field_validator("sip_capabilities", mode="before")(
         classmethod(lambda cls, v: _check_capabilities(v))
@@ -255,21 +303,59 @@ _DEVICE_NULLABLE = frozenset(
 )
 
 
+_PER_DEVICE = " Per device: empty (null) uses the global option of the same name."
+
+# What `limen device show` and the API schema say about each device field (per-device
+# options reuse the global options' text: limen.store.options.SETTING_HELP).
+DEVICE_HELP: dict[str, str] = {
+    "guid": "Limen's identifier of the device.",
+    "setside_username": "User name the phone registers with at Limen (its SIP account).",
+    "setside_password": "Password the phone uses with Limen (write-only).",
+    "icpside_username": "User name Limen registers with at the PBX for this phone "
+    "(default: the set-side one).",
+    "icpside_password": "Password Limen uses with the PBX (write-only; default: the set-side one).",
+    "icp": "The ICP (PBX) this phone belongs to: name or guid.",
+    "icp_guid": "guid of the ICP.",
+    "clientid": "The phone's MAC address (MBG's clientid), for TMA export and provisioning.",
+    "description": "Free text (up to 255 characters).",
+    **{
+        name: SETTING_HELP[name] + _PER_DEVICE
+        for name in (
+            "challenge_methods",
+            "options_hb",
+            "heartbeat_interval",
+            "prack_support",
+            "set_side_rtp_security",
+            "setside_codec",
+            "rtpframesize",
+        )
+    },
+    "max_calls": "Call admission: calls this phone may have in progress at once "
+    "(0 = no limit; empty = the global max_calls_per_device).",
+    "max_call_attempts": "Call admission: call attempts this phone may start per rolling "
+    "minute (0 = no limit; empty = the global max_call_attempts_per_minute).",
+}
+
+
+def _d(name: str) -> Any:
+    return Field(default=None, description=DEVICE_HELP[name])
+
+
 class _DeviceOptions(BaseModel):
     """Per-device overrides of the global options; None means "use the global value"."""
 
-    challenge_methods: list[str] | None = None
-    options_hb: KeepaliveMode | None = None
-    heartbeat_interval: int | None = Field(default=None, ge=1, le=180)
-    prack_support: bool | None = None
-    set_side_rtp_security: RtpSecurity | None = None
-    setside_codec: CodecSupport | None = None
-    rtpframesize: RtpFrameSize | None = None
-    max_calls: int | None = Field(
-        default=None, ge=0, le=1000, description="Calls in progress at once (0: no limit)"
+    challenge_methods: list[str] | None = _d("challenge_methods")
+    options_hb: KeepaliveMode | None = _d("options_hb")
+    heartbeat_interval: int | None = Field(
+        default=None, ge=1, le=180, description=DEVICE_HELP["heartbeat_interval"]
     )
+    prack_support: bool | None = _d("prack_support")
+    set_side_rtp_security: RtpSecurity | None = _d("set_side_rtp_security")
+    setside_codec: CodecSupport | None = _d("setside_codec")
+    rtpframesize: RtpFrameSize | None = _d("rtpframesize")
+    max_calls: int | None = Field(default=None, ge=0, le=1000, description=DEVICE_HELP["max_calls"])
     max_call_attempts: int | None = Field(
-        default=None, ge=0, le=10000, description="Call attempts per minute (0: no limit)"
+        default=None, ge=0, le=10000, description=DEVICE_HELP["max_call_attempts"]
     )
 
     @field_validator("challenge_methods", mode="before")
@@ -286,9 +372,36 @@ class _DeviceOptions(BaseModel):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+def is_sip_user(value: str) -> bool:
+    """True when the SIP layer parses ``sip:<value>@host`` back with exactly ``value`` as
+    the user part (RFC 3261 §25.1 ``user``; the gateway puts usernames into URIs as
+    they are stored) and every ``%`` starts an escape ``%XX``."""
+    if _BAD_ESCAPE_RE.search(value):
+        return False
+    try:
+        uri = parse_uri(f"sip:{value}@invalid")
+    except SipParseError:
+        return False
+    return (
+        isinstance(uri, SipUri)
+        and uri.user == value
+        and uri.password is None
+        and uri.host == "invalid"
+        and not uri.params
+        and uri.headers is None
+    )
+
+
 def _check_user(value: str) -> str:
-    if not _USER_RE.match(value):
-        raise ValueError("1-128 characters: letters, digits and . _ ~ + * # -")
+    if not 1 <= len(value) <= 128:
+        raise ValueError("1-128 characters")
+    if not is_sip_user(value):
+        raise ValueError(
+            "not a SIP user part (RFC 3261 §25.1): no spaces, ':', '@', '<', '>' or '\"'; "
+            "write other characters as %XX escapes"
+        )
+    if "/" in value:
+        raise ValueError("'/' is not allowed: the username is a path segment of the API")
     if is_guid(value) or (looks_like_mac(value) and not value.isdigit()):
         raise ValueError("a username must not look like a guid or a MAC address")
     return value
@@ -311,15 +424,15 @@ def _check_clientid(value: str | None) -> str | None:
 class DeviceCreate(_DeviceOptions):
     """A new SIP device. ICP-side credentials default to the set-side ones."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
-    setside_username: str
-    setside_password: str
-    icp: str = Field(description="guid or name of the ICP")
-    icpside_username: str | None = None
-    icpside_password: str | None = None
-    clientid: str | None = None
-    description: str = Field(default="", max_length=255)
+    setside_username: str = Field(description=DEVICE_HELP["setside_username"])
+    setside_password: str = Field(description=DEVICE_HELP["setside_password"])
+    icp: str = Field(description=DEVICE_HELP["icp"])
+    icpside_username: str | None = Field(None, description=DEVICE_HELP["icpside_username"])
+    icpside_password: str | None = Field(None, description=DEVICE_HELP["icpside_password"])
+    clientid: str | None = Field(None, description=DEVICE_HELP["clientid"])
+    description: str = Field(default="", max_length=255, description=DEVICE_HELP["description"])
 
     _user = field_validator("setside_username")(classmethod(lambda cls, v: _check_user(v)))
     _icpuser = field_validator("icpside_username")(
@@ -335,15 +448,17 @@ class DeviceCreate(_DeviceOptions):
 class DeviceUpdate(_DeviceOptions):
     """A partial change to a device; per-device options may be set to null (use global)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
-    setside_username: str | None = None
-    setside_password: str | None = None
-    icp: str | None = None
-    icpside_username: str | None = None
-    icpside_password: str | None = None
-    clientid: str | None = None
-    description: str | None = Field(default=None, max_length=255)
+    setside_username: str | None = _d("setside_username")
+    setside_password: str | None = _d("setside_password")
+    icp: str | None = _d("icp")
+    icpside_username: str | None = _d("icpside_username")
+    icpside_password: str | None = _d("icpside_password")
+    clientid: str | None = _d("clientid")
+    description: str | None = Field(
+        default=None, max_length=255, description=DEVICE_HELP["description"]
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -362,22 +477,24 @@ class DeviceUpdate(_DeviceOptions):
 class DeviceRecord(BaseModel):
     """A device as shown to admins and consumers: no passwords."""
 
-    guid: str
-    setside_username: str
-    icpside_username: str
-    icp: str
-    icp_guid: str
-    clientid: str | None
-    description: str
-    challenge_methods: list[str] | None
-    options_hb: str | None
-    heartbeat_interval: int | None
-    prack_support: bool | None
-    set_side_rtp_security: str | None
-    setside_codec: str | None
-    rtpframesize: str | None
-    max_calls: int | None = None
-    max_call_attempts: int | None = None
+    guid: str = Field(description=DEVICE_HELP["guid"])
+    setside_username: str = Field(description=DEVICE_HELP["setside_username"])
+    icpside_username: str = Field(description=DEVICE_HELP["icpside_username"])
+    icp: str = Field(description=DEVICE_HELP["icp"])
+    icp_guid: str = Field(description=DEVICE_HELP["icp_guid"])
+    clientid: str | None = Field(description=DEVICE_HELP["clientid"])
+    description: str = Field(description=DEVICE_HELP["description"])
+    challenge_methods: list[str] | None = Field(description=DEVICE_HELP["challenge_methods"])
+    options_hb: str | None = Field(description=DEVICE_HELP["options_hb"])
+    heartbeat_interval: int | None = Field(description=DEVICE_HELP["heartbeat_interval"])
+    prack_support: bool | None = Field(description=DEVICE_HELP["prack_support"])
+    set_side_rtp_security: str | None = Field(description=DEVICE_HELP["set_side_rtp_security"])
+    setside_codec: str | None = Field(description=DEVICE_HELP["setside_codec"])
+    rtpframesize: str | None = Field(description=DEVICE_HELP["rtpframesize"])
+    max_calls: int | None = Field(default=None, description=DEVICE_HELP["max_calls"])
+    max_call_attempts: int | None = Field(
+        default=None, description=DEVICE_HELP["max_call_attempts"]
+    )
 
 
 class DeviceCredentials(BaseModel):
@@ -402,7 +519,7 @@ class DeviceCredentials(BaseModel):
 
 
 class OverrideCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     file: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
     sort_order: int = Field(default=50, ge=0, le=999)
@@ -423,6 +540,30 @@ class OverrideRecord(BaseModel):
 # -- consumers and tokens --------------------------------------------------------------
 
 
+# The consumer id rule of the OAuth server (client_key_length and safe_characters of
+# limen.api.oauth.LimenValidator).
+CONSUMER_KEY_RE = re.compile(r"[A-Za-z0-9._-]{3,64}")
+
+# The resources a consumer permission can name, relative to /mslrest (MBG's paths; the
+# API test checks that every consumer-reachable route is under one of them).
+PERMISSION_PATHS = (
+    "/managetoken/",
+    "/mbg/v1/globaloptions/",
+    "/mbg/v1/icps/",
+    "/mbg/v1/devices/sip/",
+    "/mbg/v1/metrics/",
+    "/msl/v1/events/",
+    "/msl/v1/configuration/",
+    "/msl/v1/metrics/",
+    "/msl/v1/blades/",
+    "/msl/v1/installed_blades/",
+    "/msl/v1/sysuser/",
+    "/msl/v1/netbackup/",
+    "/msl/v1/netrestore/",
+    "/msl/v1/amc/",
+)
+
+
 def normalise_permission_path(path: str) -> str:
     """MBG lists permissions as ``MBG/mbg/v1/globaloptions/``, ``/mbg/v1/icps/`` or
     ``Base/managetoken/``: a leading blade name (MBG, Base, ...) is dropped, the result
@@ -432,6 +573,12 @@ def normalise_permission_path(path: str) -> str:
         raise ValueError("empty permission path")
     if any(c.isspace() for c in path) or "?" in path or ".." in path:
         raise ValueError(f"bad permission path {path!r}")
+    if ":" in path:
+        # "/mbg/v1/icps/:RW" is a mode typed into the path: it would match nothing.
+        raise ValueError(
+            f"permission path {path!r} matches no resource: ':' is not part of a path "
+            "(the access mode is read/write; on the command line PATH:rw)"
+        )
     if not path.startswith("/"):
         head, sep, rest = path.partition("/")
         if sep and head and head[0].isupper():
@@ -439,11 +586,15 @@ def normalise_permission_path(path: str) -> str:
         path = "/" + path
     if not path.endswith("/"):
         path += "/"
+    if not any(known.startswith(path) or path.startswith(known) for known in PERMISSION_PATHS):
+        raise ValueError(
+            f"permission path {path!r} matches no resource (known: {', '.join(PERMISSION_PATHS)})"
+        )
     return path
 
 
 class Permission(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     path: str
     read: bool = True
@@ -456,7 +607,7 @@ class Permission(BaseModel):
 
 
 class ConsumerCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     name: str
     consumer_key: str | None = Field(default=None, description="defaults to the name")
@@ -472,9 +623,21 @@ class ConsumerCreate(BaseModel):
     @field_validator("consumer_key")
     @classmethod
     def _key(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z0-9._-]{3,64}", value):
+        if value is not None and not CONSUMER_KEY_RE.fullmatch(value):
             raise ValueError("3-64 characters: letters, digits, '.', '_', '-'")
         return value
+
+    @model_validator(mode="after")
+    def _can_pair(self) -> ConsumerCreate:
+        # The consumer key is the oauth_consumer_key of every signed request; the OAuth
+        # server takes 3-64 safe characters (limen.api.oauth.LimenValidator), so a
+        # shorter name used as the key could never pair.
+        if self.consumer_key is None and not CONSUMER_KEY_RE.fullmatch(self.name):
+            raise ValueError(
+                f"name {self.name!r} cannot serve as the consumer id (3-64 letters, digits, "
+                "'.', '_', '-'): choose a longer name or give consumer_key"
+            )
+        return self
 
     @field_validator("rsa_public_key")
     @classmethod
@@ -503,6 +666,14 @@ class ConsumerRecord(BaseModel):
     created_at: dt.datetime
 
 
+TOKEN_KINDS = ("temporary", "access")
+TOKEN_STATUSES = {
+    "temporary": ("pending", "approved", "rejected", "used"),
+    "access": ("active", "revoked"),
+}
+TokenStatus = Literal["pending", "approved", "rejected", "used", "active", "revoked"]
+
+
 class TokenRecord(BaseModel):
     token: str
     kind: str
@@ -514,6 +685,9 @@ class TokenRecord(BaseModel):
     expired: bool
     decided_by: str | None
     renewed_at: dt.datetime | None
+    # The 6-digit verifier of an approved temporary token, shown until the token is used
+    # (an admin who approved it may need to read it to the PBX again).
+    verifier: str | None = None
 
 
 class EventRecord(BaseModel):

@@ -60,6 +60,8 @@ def read_key_file(path: Path) -> bytes:
         return path.read_bytes().strip()
     except FileNotFoundError as exc:
         raise StoreError(f"secret key file {path} is missing (run `limen init`)") from exc
+    except OSError as exc:  # a directory, no permission, an I/O error: one line, no trace
+        raise StoreError(f"cannot read the secret key file {path}: {exc.strerror}") from exc
 
 
 _hasher = PasswordHasher()

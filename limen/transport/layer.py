@@ -75,6 +75,9 @@ class TransportCounters:
     handshake_failures: int = 0
     tls_refused: int = 0  # outbound: peer certificate refused (CA, name or pin)
     filtered: int = 0  # packets and connections dropped by source_filter (bans, ACLs, rates)
+    read_timeouts: int = 0  # a message not complete within message_read_timeout
+    handshakes_refused: int = 0  # over the per-source limit on TLS handshakes in progress
+    handshakes_evicted: int = 0  # oldest pending handshake dropped at the total limit
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
@@ -127,6 +130,9 @@ class TransportLayer:
         self._connecting: dict[tuple[Transport, Address], asyncio.Future[StreamConnection]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        # Inbound TLS handshakes in progress, by source IP and in total.
+        self._handshakes: dict[str, int] = {}
+        self._in_handshake: dict[int, StreamConnection] = {}  # oldest first
 
     # -- listeners ----------------------------------------------------------------------
     async def listen_udp(self, host: str, port: int) -> Listener:
@@ -197,6 +203,44 @@ class TransportLayer:
         # Debug only: a flood must not flood the log too (the counter shows it).
         log.debug("refused connection from %s: %s limit reached", format_address(remote), reason)
         return False
+
+    def admit_handshake(self, conn: StreamConnection) -> bool:
+        """May ``conn`` (inbound TLS) start its handshake? If so it is counted until
+        :meth:`handshake_over`. Past the per-source limit the newcomer is refused; past
+        the total, the oldest pending handshake is dropped to make room: a phone's
+        handshake takes milliseconds, so the oldest are the stalled ones, and refusing
+        newcomers instead would let a flood from many addresses lock every phone out."""
+        limits = self.limits
+        host = conn.remote[0]
+        if self._handshakes.get(host, 0) >= limits.max_handshakes_per_source:
+            self.counters.handshakes_refused += 1
+            log.debug(
+                "refused TLS from %s: per-source handshake limit", format_address(conn.remote)
+            )
+            return False
+        while len(self._in_handshake) >= limits.max_handshakes:
+            oldest = next(iter(self._in_handshake.values()))
+            self.counters.handshakes_evicted += 1
+            oldest.abort()  # its cleanup calls handshake_over
+            self._in_handshake.pop(id(oldest), None)
+        self._in_handshake[id(conn)] = conn
+        self._handshakes[host] = self._handshakes.get(host, 0) + 1
+        return True
+
+    def handshake_over(self, conn: StreamConnection) -> None:
+        """An admitted handshake finished, failed or was abandoned."""
+        if self._in_handshake.pop(id(conn), None) is None:
+            return
+        host = conn.remote[0]
+        left = self._handshakes.get(host, 0) - 1
+        if left > 0:
+            self._handshakes[host] = left
+        else:
+            self._handshakes.pop(host, None)
+
+    @property
+    def handshakes_in_progress(self) -> int:
+        return len(self._in_handshake)
 
     def register(self, conn: StreamConnection) -> int:
         if conn.inbound:

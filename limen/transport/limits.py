@@ -24,6 +24,16 @@ class Limits:
     idle_timeout: float = 300.0
     # Seconds a TLS handshake (inbound or outbound) may take.
     handshake_timeout: float = 10.0
+    # Seconds from the first octet of a message on a stream to its last: a message that
+    # trickles in slower is dropped with its connection (Kamailio's tcp_msg_read_timeout).
+    # Every octet resets the idle timer, so without this a byte every few seconds would
+    # hold a connection and its buffer for ever (issue 10, slowloris).
+    message_read_timeout: float = 10.0
+    # Inbound TLS handshakes in progress, from one IP address and in total. They are
+    # counted apart from connections: a flood of never-finished handshakes must not take
+    # the places of phones that complete theirs.
+    max_handshakes_per_source: int = 8
+    max_handshakes: int = 1000
     # Seconds an outbound TCP connect may take (handshake not included).
     connect_timeout: float = 10.0
     # Octets queued for a peer that does not read; beyond it the connection is dropped.
@@ -38,6 +48,9 @@ class Limits:
             max_connections=sip.max_connections,
             idle_timeout=sip.idle_timeout,
             handshake_timeout=sip.handshake_timeout,
+            message_read_timeout=sip.message_read_timeout,
+            max_handshakes_per_source=sip.max_handshakes_per_source,
+            max_handshakes=sip.max_handshakes,
         )
 
 

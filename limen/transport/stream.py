@@ -62,11 +62,13 @@ class StreamConnection(asyncio.Protocol):
         self._handshaken = tls is None
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
+        # The framer's buffer is the only copy of a message being received: a framing
+        # error is answered from it (StreamFramer.pending), so a connection holds at most
+        # max_message_size octets of unfinished input.
         self._framer = StreamFramer(layer.limits.max_message_size)
-        # The octets of the message being framed; kept so that a framing error can still
-        # be answered with an error response copied from its header lines.
-        self._pending = bytearray()
         self._closing = False
+        self._counted_handshake = False
+        self._read_timer: asyncio.TimerHandle | None = None
         self._registered = False
         self._last_activity = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -130,6 +132,14 @@ class StreamConnection(asyncio.Protocol):
         if self._tls_context is None:
             self.ready.set_result(None)
             return
+        if self._inbound:
+            if not layer.admit_handshake(self):
+                self._closing = True
+                self._fail_ready(ConnectionRefusedError("TLS handshake limit reached"))
+                self._transport.abort()
+                self._cleanup()
+                return
+            self._counted_handshake = True
         self._tls = self._tls_context.wrap_bio(
             self._tls_in,
             self._tls_out,
@@ -201,26 +211,40 @@ class StreamConnection(asyncio.Protocol):
     # -- internals --------------------------------------------------------------------------
     def _frame(self, data: bytes) -> None:
         layer = self._layer
-        pending = self._pending
-        pending += data
         framer = self._framer
+        completed = False
         try:
             framer.feed(data)
             while not self._closing and (event := framer.next_event()) is not None:
+                completed = True
                 if isinstance(event, bytes):
-                    del pending[: len(event)]
                     layer.ingest(event, self.source, self.write)
                 elif isinstance(event, KeepAlivePing):
-                    del pending[:4]
                     layer.counters.keepalives_in += 1
                     self._write_raw(PONG_BYTES)
                 else:  # a pong to a ping of ours
-                    del pending[:2]
                     layer.counters.keepalives_in += 1
         except SipParseError as exc:
-            layer.framing_error(bytes(pending), exc, self.source, self.write)
-            pending.clear()
+            layer.framing_error(framer.pending(), exc, self.source, self.write)
             self.close()
+            return
+        # The read timer runs from the first octet of an unfinished message; finishing a
+        # message (or a keepalive) restarts it for whatever follows.
+        if completed and self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+        if framer.in_message and self._read_timer is None and not self._closing:
+            self._read_timer = asyncio.get_running_loop().call_later(
+                layer.limits.message_read_timeout, self._read_expired
+            )
+
+    def _read_expired(self) -> None:
+        self._read_timer = None
+        if self._closing or not self._framer.in_message:
+            return
+        self._layer.counters.read_timeouts += 1
+        log.debug("%r: message not complete within the read timeout, closing", self)
+        self.abort()
 
     def _write_raw(self, data: bytes) -> bool:
         transport = self._transport
@@ -293,6 +317,7 @@ class StreamConnection(asyncio.Protocol):
             self._registered_close()
             return False
         self._handshaken = True
+        self._handshake_counted_over()
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
@@ -342,11 +367,17 @@ class StreamConnection(asyncio.Protocol):
         if not self.ready.done():
             self.ready.set_exception(exc)
 
+    def _handshake_counted_over(self) -> None:
+        if self._counted_handshake:
+            self._counted_handshake = False
+            self._layer.handshake_over(self)
+
     def _cleanup(self) -> None:
-        for timer in (self._idle_timer, self._handshake_timer):
+        self._handshake_counted_over()
+        for timer in (self._idle_timer, self._handshake_timer, self._read_timer):
             if timer is not None:
                 timer.cancel()
-        self._idle_timer = self._handshake_timer = None
+        self._idle_timer = self._handshake_timer = self._read_timer = None
         if self._registered:
             self._registered = False
             self._layer.unregister(self)

@@ -234,18 +234,20 @@ def _stop(
             process.wait(5)
 
 
-def start_pbx(ns: Namespaces, folder: Path) -> Kamailio:
-    """Kamailio in ``lan`` with the ICP-side credentials of every device + extensions."""
+def start_pbx(ns: Namespaces, folder: Path, subscribers: dict[str, str] | None = None) -> Kamailio:
+    """Kamailio in ``lan`` with the ICP-side credentials of every device + extensions
+    (or with ``subscribers``, user → password)."""
     kamailio = require_tool("kamailio")
     require_tool("kamcmd")
     sqlite3 = require_tool("sqlite3")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run").mkdir(exist_ok=True)
     db = folder / "kamailio.sqlite"
-    subscribers = {icp_user(u): icp_password(u) for u in DEVICES}
-    subscribers.update(
-        {e: ext_password(e) for e in EXTENSIONS + MEDIA_EXTENSIONS + FEATURE_EXTENSIONS}
-    )
+    if subscribers is None:
+        subscribers = {icp_user(u): icp_password(u) for u in DEVICES}
+        subscribers.update(
+            {e: ext_password(e) for e in EXTENSIONS + MEDIA_EXTENSIONS + FEATURE_EXTENSIONS}
+        )
     schema = "".join(
         Path(f"/usr/share/kamailio/db_sqlite/{name}-create.sql").read_text()
         for name in ("standard", "auth_db")

@@ -125,12 +125,12 @@ async def test_full_pairing_then_signed_read_and_write(
     assert record.expires_at - record.created_at == dt.timedelta(days=365)
 
     r = await send(http, paired.client(), "GET", "/mslrest/mbg/v1/globaloptions/")
-    assert r.status_code == 200 and r.json()["options_keepalive"] == "Only behind NAT"
+    assert r.status_code == 200 and r.json()["options_hb"] == "Only behind NAT"
     r = await send(
-        http, paired.client(), "PUT", "/mslrest/mbg/v1/globaloptions/", {"options_interval": 45}
+        http, paired.client(), "PUT", "/mslrest/mbg/v1/globaloptions/", {"heartbeat_interval": 45}
     )
     assert r.status_code == 200, r.text
-    assert core.store.options.get().options_interval == 45
+    assert core.store.options.get().heartbeat_interval == 45
     events = core.store.events.list(kind="audit")
     assert events[0].actor == "consumer:mv5000"
     r = await send(http, paired.client(), "GET", "/mslrest/mbg/v1/icps/count/")

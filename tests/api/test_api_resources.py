@@ -131,19 +131,21 @@ async def test_global_options_get_one_and_put_pairs(
 ) -> None:
     options = (await http.get(OPTIONS, headers=admin)).json()
     assert options["registration_mode"] == "Max Set-Side" and options["sip_udp"] is False
-    r = await http.get(OPTIONS + "options_interval/", headers=admin)
-    assert r.json() == {"name": "options_interval", "value": 20}
+    r = await http.get(OPTIONS + "heartbeat_interval/", headers=admin)
+    assert r.json() == {"name": "heartbeat_interval", "value": 20}
+    r = await http.get(OPTIONS + "options_interval/", headers=admin)  # pre-issue-11 name
+    assert r.json() == {"name": "heartbeat_interval", "value": 20}
     assert (await http.get(OPTIONS + "nope/", headers=admin)).status_code == 404
     r = await http.put(OPTIONS, json={"options_interval": 60, "sip_udp": True}, headers=admin)
-    assert r.status_code == 200 and r.json()["options_interval"] == 60
+    assert r.status_code == 200 and r.json()["heartbeat_interval"] == 60
     r = await http.put(OPTIONS, json=[{"name": "prack_support", "value": False}], headers=admin)
     assert r.status_code == 200 and r.json()["prack_support"] is False
-    r = await http.put(OPTIONS, json={"options_interval": 500}, headers=admin)
-    assert r.status_code == 422 and "options_interval" in r.text
+    r = await http.put(OPTIONS, json={"heartbeat_interval": 500}, headers=admin)
+    assert r.status_code == 422 and "heartbeat_interval" in r.text
     r = await http.put(OPTIONS, json={"bogus": 1}, headers=admin)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "bogus"
     final = (await http.get(OPTIONS, headers=admin)).json()
-    assert (final["options_interval"], final["sip_udp"], final["prack_support"]) == (
+    assert (final["heartbeat_interval"], final["sip_udp"], final["prack_support"]) == (
         60,
         True,
         False,
@@ -156,17 +158,17 @@ async def test_changes_reach_subscribers_and_the_audit_log(
     seen: list[Change] = []
     core.bus.subscribe(seen.append)
     icp = await add_icp(http, admin)
-    await http.put(OPTIONS, json={"options_interval": 30}, headers=admin)
+    await http.put(OPTIONS, json={"heartbeat_interval": 30}, headers=admin)
     assert seen == [
         Change("icp", "created", icp["guid"]),
-        Change("options", "updated", "options_interval"),
+        Change("options", "updated", "heartbeat_interval"),
     ]
     events = (
         await http.get("/mslrest/msl/v1/events/", params={"kind": "audit"}, headers=admin)
     ).json()
     messages = [(e["actor"], e["message"]) for e in events["response"]]
     assert ("admin:root", "ICP mv5000 created (100.100.100.71:5060)") in messages
-    assert any(m.startswith("global options set: options_interval=30") for _a, m in messages)
+    assert any(m.startswith("global options set: heartbeat_interval=30") for _a, m in messages)
 
 
 async def test_events_count_and_clear(

@@ -114,6 +114,40 @@ def test_errors_exit_1_with_a_reason(limen: Limen) -> None:
     assert json.loads(r.stdout)["devices_deleted"] == 1
 
 
+def test_every_setting_device_show_lists_can_be_set(limen: Limen) -> None:
+    """Issue 11: each per-device option `device show` lists has a flag on add and edit;
+    '' returns it to the global option; show explains every field."""
+    setup_icp(limen)
+    flags = {
+        "--options-hb": ("Always", "options_hb", "Always"),
+        "--heartbeat-interval": ("45", "heartbeat_interval", 45),
+        "--prack-support": ("off", "prack_support", False),
+        "--set-side-rtp-security": ("Prefer", "set_side_rtp_security", "Prefer"),
+        "--setside-codec": ("G.711 only", "setside_codec", "G.711 only"),
+        "--rtpframesize": ("20", "rtpframesize", "20"),
+        "--challenge-methods": ("INVITE", "challenge_methods", ["INVITE"]),
+        "--max-calls": ("8", "max_calls", 8),  # call admission (issue 10)
+        "--max-call-attempts": ("30", "max_call_attempts", 30),
+    }
+    args = [a for flag, (text, _f, _v) in flags.items() for a in (flag, text)]
+    added = json.loads(limen("device", "add", "7100", "--icp", "mv5000", *args, "--json").stdout)
+    assert {field: added[field] for _t, field, _v in flags.values()} == {
+        field: value for _t, field, value in flags.values()
+    }
+    shown = json.loads(limen("device", "show", "7100", "--json").stdout)
+    settable = {field for _t, field, _v in flags.values()}
+    identity = {"guid", "icp_guid", "setside_username", "icpside_username", "icp", "clientid"}
+    assert set(shown) - identity - {"description"} == settable
+    reset = [a for flag in flags for a in (flag, "")]
+    edited = json.loads(limen("device", "edit", "7100", *reset, "--json").stdout)
+    assert all(edited[field] is None for field in settable)
+    text = limen("device", "show", "7100").stdout
+    assert "global option" in text and "Only behind NAT" in text
+    assert "Require (figure 11: plain RTP offers are refused with 488)" in text
+    r = limen("device", "edit", "7100", "--setside-codec", "G.999", code=1)
+    assert "setside_codec" in r.stderr
+
+
 def test_device_add_generates_a_password_once_and_hides_it_after(limen: Limen) -> None:
     setup_icp(limen)
     added = json.loads(
@@ -239,25 +273,25 @@ def test_long_import_shows_progress_and_counts(limen: Limen, tmp_path: Path) -> 
 
 
 def test_options_show_set_reset(limen: Limen) -> None:
-    assert (
-        json.loads(limen("options", "show", "--json").stdout)["options_keepalive"]
-        == "Only behind NAT"
-    )
+    assert json.loads(limen("options", "show", "--json").stdout)["options_hb"] == "Only behind NAT"
+    # The pre-issue-11 name is still accepted and answers under the current name.
     assert json.loads(limen("options", "set", "options_interval", "30", "--json").stdout) == {
-        "options_interval": 30
+        "heartbeat_interval": 30
     }
     assert json.loads(limen("options", "set", "sip_udp", "on", "--json").stdout) == {
         "sip_udp": True
     }
-    r = limen("options", "set", "options_interval", "181", code=1)
-    assert "options_interval" in r.stderr
+    r = limen("options", "set", "heartbeat_interval", "181", code=1)
+    assert "heartbeat_interval" in r.stderr
     r = limen("options", "set", "nope", "1", "--json", code=1)
     assert "unknown option" in json.loads(r.stdout)["error"]
-    assert json.loads(limen("options", "show", "options_interval", "--json").stdout) == {
-        "options_interval": 30
+    assert json.loads(limen("options", "show", "heartbeat_interval", "--json").stdout) == {
+        "heartbeat_interval": 30
     }
-    limen("options", "reset", "options_interval")
-    assert json.loads(limen("options", "show", "--json").stdout)["options_interval"] == 20
+    limen("options", "reset", "heartbeat_interval")
+    assert json.loads(limen("options", "show", "--json").stdout)["heartbeat_interval"] == 20
+    table = limen("options", "show").stdout
+    assert "Only behind NAT" in table and "403 Transport Not Allowed" in table
 
 
 def test_overrides(limen: Limen) -> None:

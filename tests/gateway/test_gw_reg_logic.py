@@ -247,7 +247,7 @@ def test_upstream_register_request_and_schedule() -> None:
 
 
 def test_keepalive_counts_misses_and_unregisters() -> None:
-    ctx, _ = make_ctx(options_keepalive="Only behind NAT", options_interval=20)
+    ctx, _ = make_ctx(options_hb="Only behind NAT", heartbeat_interval=20)
     registrar = Registrar(ctx)
     nat = Binding("d-7000", "7000", parse_name_addr("<sip:7000@192.168.1.5>"), PHONE, 5000.0, True)
     registrar._bindings["d-7000"] = nat

@@ -125,7 +125,11 @@ def cli_config(tmp_path: Path) -> Path:
     folder = tmp_path / "site"
     folder.mkdir()
     config = folder / "limen.toml"
-    config.write_text('data_dir = "data"\npublic_fqdn = "limen.test"\npublic_ip = "203.0.113.5"\n')
+    # fqdn_for_phones: these sites declare that phones resolve the name (issue 11).
+    config.write_text(
+        'data_dir = "data"\npublic_fqdn = "limen.test"\npublic_ip = "203.0.113.5"\n'
+        "fqdn_for_phones = true\n"
+    )
     return config
 
 

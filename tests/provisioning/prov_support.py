@@ -52,6 +52,7 @@ def make_settings(folder: Path, **values: Any) -> Settings:
         "data_dir": str(folder / "data"),
         "public_fqdn": "localhost",
         "public_ip": "127.0.0.1",
+        "fqdn_for_phones": True,
     }
     return Settings(**(base | values))
 

@@ -20,10 +20,11 @@ from limen.store.schemas import OverrideCreate
 
 EXPECTED_SANS = [
     "DNS=limen.example.com",
-    "DNS=203.0.113.5",
     "IP=203.0.113.5",
     "DNS=sbc.example.net",
     "IP=198.51.100.7",
+    # MBG's own override row asks for the address as a DNS name too (figure 13).
+    "DNS=203.0.113.5",
     "DNS=alt.example.org",
     "DNS=xml.example.org",
 ]
@@ -147,7 +148,7 @@ def test_legacy_self_signed_pair_is_replaced(named: Settings) -> None:
     sip = certs.slot(named, "sip")
     assert certs.ensure_self_signed(sip.cert_path, sip.key_path, "limen.example.com", "")
     lines = certs.ensure_certificates(named, None, only=["sip"])
-    assert any("not issued by Limen's CA" in line for line in lines)
+    assert any("now signed by Limen's CA" in line for line in lines)
     ca = certs.load_ca(named)
     assert ca is not None
     leaf_of(sip.cert_path).verify_directly_issued_by(ca.cert)
@@ -166,8 +167,9 @@ def test_name_change_reissues(named: Settings, named_store: Store) -> None:
     certs.ensure_certificates(named, named_store)
     moved = named.model_copy(update={"public_ip": "203.0.113.99"})
     lines = certs.ensure_certificates(moved, named_store, only=["provisioning"])
-    assert any("names changed" in line for line in lines)
+    assert any("public names changed" in line for line in lines)
     info = certs.describe_certificate(certs.slot(moved, "provisioning").cert_path)
+    # The override row asks for DNS=Public IP address: both entries follow the address.
     assert "IP=203.0.113.99" in info.sans and "DNS=203.0.113.99" in info.sans
 
 
@@ -287,7 +289,8 @@ def test_cli_cert_show_renew_ca_check(limen: Limen, cli_settings: Settings, tmp_
     by_name = {c["name"]: c for c in shown["certificates"]}
     assert list(by_name) == ["ca", "sip", "provisioning", "api"]
     sip = by_name["sip"]
-    assert sip["sans"] == ["DNS=limen.test", "DNS=203.0.113.5", "IP=203.0.113.5"]
+    # The address is an IP entry only: a DNS entry for it only when asked (ip_as_dns).
+    assert sip["sans"] == ["DNS=limen.test", "IP=203.0.113.5"]
     assert sip["issuer"] == by_name["ca"]["subject"] and sip["issued_by_limen_ca"]
     assert sip["subject"] == "CN=limen.test"
     assert len(sip["fingerprint_sha256"]) == 95 and sip["days_left"] >= 800

@@ -19,12 +19,45 @@ from limen.provisioning.paths import (
 
 
 def test_a_good_target() -> None:
-    target = parse_target(f"/{HASH.upper()}/ftp_67xxi/00085D4330B8.cfg?x=1".encode())
+    target = parse_target(f"/{HASH.upper()}/ftp_67xxi/00085D4330B8.cfg".encode())
     assert target.hash == HASH
     assert target.segments == ("ftp_67xxi", "00085D4330B8.cfg")
     assert target.filename == "00085D4330B8.cfg"
     assert target.redacted_path == "/{hash}/ftp_67xxi/00085D4330B8.cfg"
-    assert target.raw.endswith(b"?x=1")
+    assert target.raw.endswith(b"/00085D4330B8.cfg")
+
+
+@pytest.mark.parametrize("query", ["?x=1", "?", "?../../etc/passwd", "?hash=abcdefgh"])
+def test_a_query_string_is_refused(query: str) -> None:
+    # Issue 10: only the path the PBX needs goes through.
+    with pytest.raises(Refusal) as refused:
+        parse_target(f"/{HASH}/aastra.cfg{query}".encode())
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "segment",
+    [
+        "\u2024\u2024",  # ONE DOT LEADER x2
+        "\u2025",  # TWO DOT LEADER
+        "\uff0e\uff0e",  # FULLWIDTH FULL STOP x2
+        "\ufe52\ufe52",  # SMALL FULL STOP x2
+        "a\uff0fb",  # FULLWIDTH SOLIDUS
+        "a\uff3cb",  # FULLWIDTH REVERSE SOLIDUS
+        "\u0430astra.cfg",  # Cyrillic a: not NFKC-changed, but not ASCII either
+    ],
+)
+def test_unicode_look_alikes_are_normalised_before_the_checks(segment: str) -> None:
+    raw = f"/{HASH}/{segment}/aastra.cfg"
+    encoded = "".join(c if c.isascii() else "".join(f"%{b:02X}" for b in c.encode()) for c in raw)
+    for target in (raw.encode(), encoded.encode()):
+        if segment.startswith("\u0430"):
+            # Not a look-alike of '.' or '/': accepted as a file name, which the PBX lacks.
+            assert parse_target(target).segments[0] == segment
+            continue
+        with pytest.raises(Refusal) as refused:
+            parse_target(target)
+        assert refused.value.status == 400
 
 
 def test_harmless_encodings_and_dots_are_accepted() -> None:

@@ -75,10 +75,16 @@ def test_server_override_gives_the_second_seed_row(
     assert tma.to_csv(export).split("\r\n")[2] == SEED_ROW_2
 
 
-def test_public_fqdn_is_preferred(seed_store: Store, settings: Settings) -> None:
+def test_public_fqdn_only_when_declared_resolvable(seed_store: Store, settings: Settings) -> None:
     export = tma.build_export(seed_store, settings, "mv5000")
     assert {(r.proxy, r.registrar, r.https_server) for r in export.rows} == {
         ("localhost", "localhost", "localhost")
+    }
+    # Issue 11: by default phones get the public IP; a name they may not resolve never.
+    by_ip = settings.model_copy(update={"fqdn_for_phones": False})
+    export = tma.build_export(seed_store, by_ip, "mv5000")
+    assert {(r.proxy, r.registrar, r.https_server) for r in export.rows} == {
+        ("127.0.0.1", "127.0.0.1", "127.0.0.1")
     }
 
 

@@ -72,7 +72,7 @@ async def test_start_reports_bound_ports(tmp_path: Path) -> None:
 
 
 async def test_start_serves_the_admin_api_next_to_sip(tmp_path: Path) -> None:
-    """`limen serve` runs SIP and the HTTPS admin API on one loop, over one store."""
+    """`limen serve` runs SIP and the HTTPS admin API side by side, over one store."""
     import httpx
 
     from limen.config import ApiSettings
@@ -89,6 +89,52 @@ async def test_start_serves_the_admin_api_next_to_sip(tmp_path: Path) -> None:
             unauthenticated = await client.get(url)
         assert unauthenticated.status_code == 401
         assert any(line.startswith("admin API on https://") for line in app.describe())
+    finally:
+        await app.close()
+
+
+async def test_admin_api_and_provisioning_have_their_own_loop(tmp_path: Path) -> None:
+    """Issue 9: one slow request must not stall everything. The API and the provisioning
+    proxy run on their own loop and thread, so a stalled SIP loop does not stop them (and
+    a slow API request does not stall SIP); gateway metrics are still read on SIP's loop."""
+    import threading
+    import time
+
+    import httpx
+
+    from limen.config import ApiSettings, ProvisioningSettings
+
+    settings = make_settings(tmp_path, tls=False).model_copy(
+        update={
+            "api": ApiSettings(bind="127.0.0.1", port=0),
+            "provisioning": ProvisioningSettings(bind="127.0.0.1", port=0),
+        }
+    )
+    prepare(settings)
+    app = await start(settings)
+    try:
+        assert app.api is not None and app.provisioning is not None
+        assert app.services is not None
+        assert app.services.loop is not asyncio.get_running_loop()
+        api_url = f"https://127.0.0.1:{app.api.port}/mslrest/mbg/v1/icps/"
+        prov_url = f"https://127.0.0.1:{app.provisioning.port}/00000000000000000000000000000000/x"
+        answers: dict[str, tuple[int, float]] = {}
+
+        def fetch() -> None:
+            with httpx.Client(verify=False, timeout=5) as client:
+                for name, url in (("api", api_url), ("provisioning", prov_url)):
+                    begin = time.monotonic()
+                    answers[name] = (client.get(url).status_code, time.monotonic() - begin)
+
+        client = threading.Thread(target=fetch)
+        client.start()
+        time.sleep(1.5)  # the SIP loop is stalled for 1.5 s, on purpose
+        client.join(timeout=5)
+        assert answers["api"][0] == 401 and answers["provisioning"][0] == 404, answers
+        assert answers["api"][1] < 1.0 and answers["provisioning"][1] < 1.0, answers
+        # Metrics read from the API's thread are computed on the SIP loop.
+        sample = await asyncio.to_thread(app.core.metrics.current)
+        assert sample.active_calls == 0
     finally:
         await app.close()
 

@@ -22,6 +22,7 @@ from limen.store.schemas import (
     OverrideRecord,
     Permission,
     TokenRecord,
+    TokenStatus,
 )
 
 log = logging.getLogger("limen.api")
@@ -30,7 +31,7 @@ router = APIRouter(prefix="/mslrest/limen/v1", tags=["admin"])
 
 
 class Login(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=256)
@@ -72,7 +73,7 @@ class ConsumerCreated(ConsumerRecord):
 
 
 class ConsumerChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     active: bool | None = None
     permissions: list[Permission] | None = None
@@ -125,7 +126,7 @@ async def list_tokens(
     core: CoreDep,
     admin: Admin,
     kind: Annotated[Literal["temporary", "access"] | None, Query()] = None,
-    status: Annotated[str | None, Query()] = None,
+    status: Annotated[TokenStatus | None, Query()] = None,
 ) -> dict[str, list[TokenRecord]]:
     return {"response": await run(lambda: core.store.tokens.list(kind=kind, status=status))}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool as run
 
 from limen.api.auth import Caller, CoreDep
@@ -15,6 +15,13 @@ from limen.store.schemas import MAX_PAGE, DeviceCreate, DeviceRecord, DeviceUpda
 
 router = APIRouter(prefix="/mslrest/mbg/v1/devices/sip", tags=["devices"])
 
+IfMatch = Annotated[
+    str | None,
+    Header(
+        description="entity tag from a GET (ETag); the change is refused with 412 when the "
+        "device changed since"
+    ),
+]
 IcpFilter = Annotated[str | None, Query(description="only devices of this ICP (guid or name)")]
 
 
@@ -47,8 +54,10 @@ async def all_devices(
 
 
 @router.get("/{key}/", summary="One device by guid, set-side username or MAC")
-async def get_device(key: str, core: CoreDep, caller: Caller) -> DeviceRecord:
-    return await run(core.store.devices.get, key)
+async def get_device(key: str, core: CoreDep, caller: Caller, response: Response) -> DeviceRecord:
+    record, etag = await run(core.store.devices.get_tagged, key)
+    response.headers["ETag"] = etag
+    return record
 
 
 @router.post("/", status_code=201)
@@ -56,15 +65,31 @@ async def create_device(body: DeviceCreate, core: CoreDep, caller: Caller) -> De
     return await run(core.store.devices.create, body, caller.actor)
 
 
-@router.put("/{key}/", summary="Change some fields; null resets a per-device option")
+@router.put(
+    "/{key}/",
+    summary="Change some fields; null resets a per-device option",
+    description="Atomic: concurrent changes of one device are applied one after another. "
+    "With If-Match, refused (412) when the device changed since it was read.",
+)
 async def update_device(
-    key: str, body: DeviceUpdate, core: CoreDep, caller: Caller
+    key: str,
+    body: DeviceUpdate,
+    core: CoreDep,
+    caller: Caller,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> DeviceRecord:
-    return await run(core.store.devices.update, key, body, caller.actor)
+    record, etag = await run(
+        lambda: core.store.devices.update_tagged(key, body, caller.actor, if_match)
+    )
+    response.headers["ETag"] = etag
+    return record
 
 
 @router.delete("/{key}/")
-async def delete_device(key: str, core: CoreDep, caller: Caller) -> dict[str, str]:
+async def delete_device(
+    key: str, core: CoreDep, caller: Caller, if_match: IfMatch = None
+) -> dict[str, str]:
     device = await run(core.store.devices.get, key)
-    await run(core.store.devices.delete, device.guid, caller.actor)
+    await run(lambda: core.store.devices.delete(device.guid, caller.actor, if_match))
     return {"deleted": device.guid}

@@ -18,7 +18,7 @@ Cleared = Annotated[bool | None, Query()]
 
 
 class ClearBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     cleared: Literal[True]
 

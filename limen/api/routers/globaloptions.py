@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, HTTPException
 from starlette.concurrency import run_in_threadpool as run
 
 from limen.api.auth import Caller, CoreDep
-from limen.store.options import GlobalOptions
+from limen.store.options import GlobalOptions, canonical_option
 
 router = APIRouter(prefix="/mslrest/mbg/v1/globaloptions", tags=["globaloptions"])
 
@@ -20,6 +20,7 @@ async def get_options(core: CoreDep, caller: Caller) -> GlobalOptions:
 
 @router.get("/{prop}/", summary="One option as a name/value pair")
 async def get_option(prop: str, core: CoreDep, caller: Caller) -> dict[str, Any]:
+    prop = canonical_option(prop)  # pre-issue-11 names still answer
     if prop not in GlobalOptions.model_fields:
         raise HTTPException(404, f"no global option {prop!r}")
     options = await run(core.store.options.get)
@@ -47,4 +48,4 @@ async def set_options(
         body = pairs
     if not body:
         raise HTTPException(422, "no option given")
-    return await run(core.store.options.set, body, caller.actor)
+    return await run(lambda: core.store.options.set(body, caller.actor, strict=True))

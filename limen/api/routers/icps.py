@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool as run
 
@@ -12,6 +12,14 @@ from limen.api.auth import Caller, CoreDep
 from limen.store.schemas import IcpCreate, IcpRecord, IcpUpdate
 
 router = APIRouter(prefix="/mslrest/mbg/v1/icps", tags=["icps"])
+
+IfMatch = Annotated[
+    str | None,
+    Header(
+        description="entity tag from a GET (ETag); the change is refused with 412 when the "
+        "ICP changed since"
+    ),
+]
 
 
 @router.get("/", summary="ICP names and guids")
@@ -31,8 +39,10 @@ async def all_icps(core: CoreDep, caller: Caller) -> dict[str, list[IcpRecord]]:
 
 
 @router.get("/{key}/", summary="One ICP by guid or name")
-async def get_icp(key: str, core: CoreDep, caller: Caller) -> IcpRecord:
-    return await run(core.store.icps.get, key)
+async def get_icp(key: str, core: CoreDep, caller: Caller, response: Response) -> IcpRecord:
+    record, etag = await run(core.store.icps.get_tagged, key)
+    response.headers["ETag"] = etag
+    return record
 
 
 class IcpLinkTarget(BaseModel):
@@ -96,9 +106,24 @@ async def create_icp(body: IcpCreate, core: CoreDep, caller: Caller) -> IcpRecor
     return await run(core.store.icps.create, body, caller.actor)
 
 
-@router.put("/{key}/", summary="Change some fields of an ICP")
-async def update_icp(key: str, body: IcpUpdate, core: CoreDep, caller: Caller) -> IcpRecord:
-    return await run(core.store.icps.update, key, body, caller.actor)
+@router.put(
+    "/{key}/",
+    summary="Change some fields of an ICP",
+    description="Atomic; with If-Match, refused (412) when the ICP changed since it was read.",
+)
+async def update_icp(
+    key: str,
+    body: IcpUpdate,
+    core: CoreDep,
+    caller: Caller,
+    response: Response,
+    if_match: IfMatch = None,
+) -> IcpRecord:
+    record, etag = await run(
+        lambda: core.store.icps.update_tagged(key, body, caller.actor, if_match)
+    )
+    response.headers["ETag"] = etag
+    return record
 
 
 @router.delete("/{key}/", summary="Delete an ICP (and, with confirm=true, its devices)")
@@ -107,7 +132,10 @@ async def delete_icp(
     core: CoreDep,
     caller: Caller,
     confirm: Annotated[bool, Query(description="also delete the ICP's devices")] = False,
+    if_match: IfMatch = None,
 ) -> dict[str, Any]:
     icp = await run(core.store.icps.get, key)
-    removed = await run(lambda: core.store.icps.delete(key, caller.actor, with_devices=confirm))
+    removed = await run(
+        lambda: core.store.icps.delete(key, caller.actor, with_devices=confirm, if_match=if_match)
+    )
     return {"deleted": icp.guid, "devices_deleted": removed}

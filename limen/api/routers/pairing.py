@@ -16,11 +16,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as run
 
-from limen.api.auth import Admin, Caller, CoreDep, OAuthDep, oauth_inputs
+from limen.api.auth import Admin, Caller, CoreDep, OAuthDep, oauth1_scheme, oauth_inputs
 from limen.store.schemas import TokenRecord
 
 router = APIRouter(prefix="/mslrest", tags=["pairing"])
@@ -34,13 +34,21 @@ def _token_reply(status: int, body: str, reason: str) -> Response:
     raise HTTPException(status, reason, headers={"WWW-Authenticate": 'OAuth realm="limen"'})
 
 
-@router.post("/initiate", summary="Temporary token (OAuth 1.0a temporary credentials)")
+@router.post(
+    "/initiate",
+    summary="Temporary token (OAuth 1.0a temporary credentials)",
+    dependencies=[Depends(oauth1_scheme)],
+)
 async def initiate(request: Request, oauth: OAuthDep) -> Response:
     result = await run(oauth.initiate, *await oauth_inputs(request))
     return _token_reply(result.status, result.body, result.reason)
 
 
-@router.post("/token", summary="Final token in exchange for an approved temporary token")
+@router.post(
+    "/token",
+    summary="Final token in exchange for an approved temporary token",
+    dependencies=[Depends(oauth1_scheme)],
+)
 async def token(request: Request, oauth: OAuthDep) -> Response:
     result = await run(oauth.token, *await oauth_inputs(request))
     return _token_reply(result.status, result.body, result.reason)
