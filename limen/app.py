@@ -41,6 +41,7 @@ from limen.gateway.context import (
 from limen.gateway.gateway import Gateway
 from limen.gateway.guard import Guard, ban_line
 from limen.gateway.history import GatewayView, RecentCalls, SipHistory
+from limen.gateway.icplink import IcpLinks
 from limen.gateway.keepalive import Keepalive
 from limen.gateway.media import PassthroughMedia
 from limen.gateway.metrics import GatewayMetrics, Readings
@@ -128,6 +129,7 @@ class RunningApp:
     guard: Guard | None = None
     control: ControlServer | None = None
     guard_task: asyncio.Task[None] | None = None
+    links: IcpLinks | None = None
     services: ServiceLoop | None = None
 
     def port(self, transport: Transport, family: socket.AddressFamily = socket.AF_INET) -> int:
@@ -158,6 +160,8 @@ class RunningApp:
                 await self.keepalive.close()
             if self.registrar is not None:
                 await self.registrar.close()
+            if self.links is not None:
+                self.links.close()
             if self.control is not None:
                 await self.control.stop()
             if self.guard is not None:
@@ -236,6 +240,10 @@ async def start(settings: Settings) -> RunningApp:
         media=relay if relay is not None else PassthroughMedia(),
         store=core.store,
     )
+    links = IcpLinks(ctx, on_event=_event_recorder(core, "icp-link"))
+    ctx.links = links
+    core.icp_links = links
+    transport.on_tls_refused = links.tls_refused
     registrar = Registrar(
         ctx,
         SetSideAuth(ctx, on_failure=guard.auth_failure),
@@ -257,14 +265,15 @@ async def start(settings: Settings) -> RunningApp:
         calls=calls,
         guard=guard,
     )
-    app.metrics = _gateway_metrics(transport, stack, registrar, calls, relay, guard)
+    app.links = links
+    app.metrics = _gateway_metrics(transport, stack, registrar, calls, relay, guard, links)
     core.metrics = app.metrics
     # The console's view: registrations, recent calls, each call's SIP messages (bounded).
     stack.history = SipHistory()
     recent = RecentCalls()
     calls.on_end = recent.add
     core.gateway = GatewayView(registrar, calls, stack.history, recent)
-    reload_directory = _directory_reloader(ctx, registrar, guard)
+    reload_directory = _directory_reloader(ctx, registrar, guard, links)
     app.unsubscribe = core.bus.subscribe(reload_directory, asyncio.get_running_loop())
     app.config_watch = asyncio.create_task(
         _watch_config_version(core, reload_directory, settings.config_poll),
@@ -272,6 +281,7 @@ async def start(settings: Settings) -> RunningApp:
     )
     try:
         app.control = ControlServer(settings, guard)
+        app.control.links = links.snapshot
         await app.control.start()
         app.guard_task = asyncio.create_task(_guard_upkeep(settings, guard), name="limen-guard")
         if relay is not None:
@@ -311,6 +321,13 @@ async def start(settings: Settings) -> RunningApp:
                 app.listeners.append(await transport.listen_tls(host, sip.tls_port, tls_context))
         for listener in app.listeners:
             ctx.addresses.ports.setdefault(listener.transport, listener.port)
+        # After the listeners (pings name the bound ports), before the registrations:
+        # IP literals are targets at once; names resolve in the background (bounded wait
+        # here so the first REGISTERs find them).
+        links.load(directory.icps.values())
+        await asyncio.gather(
+            *(links.wait_resolved(icp, timeout=3.0) for icp in directory.icps.values())
+        )
         # After the listeners: upstream Contacts name the bound ports.
         await registrar.start()
         keepalive.start()
@@ -479,6 +496,7 @@ def _gateway_metrics(
     calls: CallController,
     relay: RelayMedia | None,
     guard: Guard | None = None,
+    links: IcpLinks | None = None,
 ) -> GatewayMetrics:
     """MBG's metrics read from the running parts (``/mslrest/mbg/v1/metrics/``)."""
 
@@ -509,6 +527,7 @@ def _gateway_metrics(
                 "calls_total": {"started": calls.calls_started},
                 "media_packets_dropped_total": drops,
                 **(guard.counters() if guard is not None else {}),
+                **(links.counters if links is not None else {}),
             },
         )
 
@@ -551,8 +570,27 @@ async def _watch_config_version(
             notify(Change("device", "updated", "*"))
 
 
+def _event_recorder(core: Core, source: str) -> Callable[[str, str, str], None]:
+    """(message, severity, kind) → an event in the store, written off the loop."""
+    loop = asyncio.get_running_loop()
+
+    def record(message: str, severity: str, kind: str) -> None:
+        def write() -> None:
+            try:
+                core.store.events.add(message, kind=kind, severity=severity, source=source)
+            except Exception:
+                log.exception("could not record the event")
+
+        loop.run_in_executor(None, write)
+
+    return record
+
+
 def _directory_reloader(
-    ctx: GatewayContext, registrar: Registrar, guard: Guard | None = None
+    ctx: GatewayContext,
+    registrar: Registrar,
+    guard: Guard | None = None,
+    links: IcpLinks | None = None,
 ) -> Callable[[Change], None]:
     """A bus subscriber: reload the gateway's Directory (off the loop, coalesced) when
     ICPs, devices or options change, then let the registrar drop deleted devices."""
@@ -572,6 +610,8 @@ def _directory_reloader(
         ctx.directory._icp_by_host = fresh._icp_by_host
         if guard is not None:
             guard.set_icp_addresses(icp.address for icp in fresh.icps.values())
+        if links is not None:
+            links.load(fresh.icps.values())
         registrar.directory_changed()
 
     def on_change(change: Change) -> None:

@@ -57,6 +57,8 @@ class SipSettings(BaseModel):
     max_connections: int = Field(10000, ge=1)
     idle_timeout: float = Field(300.0, gt=0)
     handshake_timeout: float = Field(10.0, gt=0)
+    # DNS servers for ICP names (RFC 3263), "host" or "host:port"; empty: resolv.conf.
+    dns_servers: list[str] = Field(default_factory=list)
     # Seconds a message on TCP/TLS may take from its first octet to its last, however
     # the octets trickle in (Kamailio's tcp_msg_read_timeout; issue 10, slowloris).
     message_read_timeout: float = Field(10.0, gt=0)

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,8 @@ class ControlServer:
     def __init__(self, settings: Settings, guard: Guard) -> None:
         self.path = control_path(settings)
         self.guard = guard
+        # The ICP links' snapshot (issue 15): {"op": "icp_links"}.
+        self.links: Callable[[], list[dict[str, Any]]] | None = None
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -116,7 +119,11 @@ class ControlServer:
             line = await asyncio.wait_for(reader.readline(), 5.0)
             try:
                 request = json.loads(line[:MAX_LINE])
-                answer = handle(self.guard, request) if isinstance(request, dict) else None
+                if isinstance(request, dict) and request.get("op") == "icp_links":
+                    links = self.links() if self.links is not None else []
+                    answer: dict[str, Any] | None = {"ok": True, "links": links}
+                else:
+                    answer = handle(self.guard, request) if isinstance(request, dict) else None
             except ValueError:
                 answer = None
             if answer is None:

@@ -177,6 +177,9 @@ class Core:
 
     # The running guard (set by limen.app.start); None in tools and tests without one.
     security: SecurityHooks | None = None
+    # The ICP links of the running gateway (limen.gateway.icplink.IcpLinks: targets and
+    # their up/down state, ``snapshot()`` / ``state_of(guid)``); None without one.
+    icp_links: Any = None
 
     def auth_failure(self, address: str | None, user: str | None, kind: str) -> None:
         """Report a failed authentication toward bans (no-op without a guard)."""

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source_pkgs=(sip-tester sipvicious kamailio kamailio-tls-modules kamailio-sqlite-modules
   baresip-core linphone-cli rtpengine-daemon postgresql tshark sngrep nftables iproute2 sqlite3
-  tcpdump iputils-ping conntrack openssl ca-certificates chromium)
+  tcpdump iputils-ping conntrack openssl ca-certificates chromium dnsmasq-base)
 missing=()
 for p in "${source_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

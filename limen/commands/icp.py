@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -10,6 +11,7 @@ from limen.commands._common import (
     CLI_ACTOR,
     ConfigOption,
     JsonOption,
+    config_file_path,
     console,
     handle_errors,
     print_json,
@@ -17,6 +19,8 @@ from limen.commands._common import (
     store_from,
     table,
 )
+from limen.config import load_settings
+from limen.control import ask
 from limen.store.schemas import IcpCreate, IcpUpdate
 
 app = typer.Typer(help="ICPs: the call servers (PBXs) behind Limen.", no_args_is_help=True)
@@ -39,6 +43,32 @@ XmlDest = Annotated[
 ]
 Link = Annotated[
     bool | None, typer.Option("--link/--no-link", help="XML/provisioning link enabled.")
+]
+
+TlsVerify = Annotated[
+    bool | None,
+    typer.Option(
+        "--tls-verify/--no-tls-verify",
+        help="Verify the ICP's TLS certificate (--no-tls-verify: explicit, warned on use).",
+    ),
+]
+TlsCa = Annotated[
+    str | None, typer.Option("--tls-ca", help="CA file the ICP's chain must verify against.")
+]
+TlsPin = Annotated[
+    str | None, typer.Option("--tls-pin", help="SHA-256 fingerprint of the ICP's certificate.")
+]
+TlsName = Annotated[
+    str | None,
+    typer.Option("--tls-server-name", help="Name the certificate must carry (default: the host)."),
+]
+TlsClientCert = Annotated[
+    str | None, typer.Option("--tls-client-cert", help="Mutual TLS: certificate Limen presents.")
+]
+TlsClientKey = Annotated[str | None, typer.Option("--tls-client-key", help="Its private key.")]
+OptionsInterval = Annotated[
+    int | None,
+    typer.Option("--options-interval", help="Seconds between OPTIONS pings per target (0: off)."),
 ]
 
 
@@ -66,6 +96,13 @@ def add(
             help="Limen renders this ICP's phone files itself instead of proxying its server.",
         ),
     ] = None,
+    tls_verify: TlsVerify = None,
+    tls_ca: TlsCa = None,
+    tls_pin: TlsPin = None,
+    tls_server_name: TlsName = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
+    options_interval: OptionsInterval = None,
     xml_listen_port: XmlListen = None,
     xml_destination_port: XmlDest = None,
     link: Link = None,
@@ -86,6 +123,13 @@ def add(
             description=description,
             tls=tls,
             serves_configs=serves_configs,
+            tls_verify=tls_verify,
+            tls_ca_file=tls_ca,
+            tls_pin_sha256=tls_pin,
+            tls_server_name=tls_server_name,
+            tls_client_cert=tls_client_cert,
+            tls_client_key=tls_client_key,
+            options_interval=options_interval,
             xml_listen_port=xml_listen_port,
             xml_destination_port=xml_destination_port,
             link_enabled=link,
@@ -121,10 +165,36 @@ def show(key: str, config: ConfigOption = None, as_json: JsonOption = False) -> 
     """Show one ICP (by name or guid)."""
     with store_from(config) as store:
         record = store.icps.get(key)
+    link = _live_link(config, record.guid)
     if as_json:
-        print_json(record)
-    else:
-        show_record(f"ICP {record.name}", record)
+        print_json({**record.model_dump(), "link": link})
+        return
+    show_record(f"ICP {record.name}", record)
+    if link is None:
+        console.print("link: unknown (limen serve is not running)")
+        return
+    console.print(f"link: [bold]{link['state']}[/] (TLS trust: {link['tls'] or 'n/a'})")
+    if link["error"]:
+        console.print(f"  {link['error']}")
+    table(
+        "targets",
+        ["target", "name", "state", "failures", "rtt ms", "last error"],
+        [
+            [t["target"], t["name"], t["state"], t["failures"], t["rtt_ms"], t["last_error"]]
+            for t in link["targets"]
+        ],
+    )
+
+
+def _live_link(config: Path | None, guid: str) -> dict[str, Any] | None:
+    """The ICP's link state from the running ``limen serve`` (control socket), if any."""
+    try:
+        answer = ask(load_settings(config_file_path(config)), {"op": "icp_links"}, timeout=3.0)
+    except (OSError, ValueError):
+        return None
+    if not answer or not answer.get("ok"):
+        return None
+    return next((lk for lk in answer.get("links", []) if lk.get("guid") == guid), None)
 
 
 @app.command("edit")
@@ -148,6 +218,13 @@ def edit(
             help="Limen renders this ICP's phone files itself instead of proxying its server.",
         ),
     ] = None,
+    tls_verify: TlsVerify = None,
+    tls_ca: TlsCa = None,
+    tls_pin: TlsPin = None,
+    tls_server_name: TlsName = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
+    options_interval: OptionsInterval = None,
     xml_listen_port: XmlListen = None,
     xml_destination_port: XmlDest = None,
     link: Link = None,
@@ -168,6 +245,13 @@ def edit(
             description=description,
             tls=tls,
             serves_configs=serves_configs,
+            tls_verify=tls_verify,
+            tls_ca_file=tls_ca,
+            tls_pin_sha256=tls_pin,
+            tls_server_name=tls_server_name,
+            tls_client_cert=tls_client_cert,
+            tls_client_key=tls_client_key,
+            options_interval=options_interval,
             xml_listen_port=xml_listen_port,
             xml_destination_port=xml_destination_port,
             link_enabled=link,

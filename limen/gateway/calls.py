@@ -300,6 +300,7 @@ class Relay:
     retransmit: asyncio.TimerHandle | None = None
     retransmit_interval: float = 0.0
     retransmit_deadline: float = 0.0
+    failed_over: list[Destination] = field(default_factory=list)  # ICP targets that failed
 
 
 @dataclass(eq=False)
@@ -532,7 +533,16 @@ class CallController:
             return
         domain = icp_domain(icp)
         target = SipUri(domain, "sip", user)
-        destination = icp_destination(icp)
+        destination = icp_destination(icp, ctx.links, size=len(request.body) + 1024)
+        if destination is None:  # a name that has not resolved (yet)
+            self._answer(
+                txn,
+                request,
+                503,
+                "ICP Unreachable",
+                [("Retry-After", str(RETRY_AFTER_UNREACHABLE))],
+            )
+            return
         from_ = NameAddr(SipUri(domain, "sip", device.icpside_username), request.from_.display_name)
         to = NameAddr(target, request.to.display_name)
         self._start(txn, request, source, device, Side.ICP, destination, target, from_, to)
@@ -892,6 +902,8 @@ class CallController:
             self._fail(relay, 503, "Service Unavailable")
 
     def _on_event(self, relay: Relay, event: ClientEvent) -> None:
+        if relay.target_leg.side is Side.ICP and self._icp_outcome(relay, event):
+            return
         if isinstance(event, ResponseReceived):
             self._on_response(relay, event.response)
             return
@@ -904,6 +916,43 @@ class CallController:
                 self._fail(relay, 503, "Service Unavailable")
             else:
                 self._fail(relay, 408 if isinstance(event, TransactionTimeout) else 503, None)
+
+    def _icp_outcome(self, relay: Relay, event: ClientEvent) -> bool:
+        """Tell the ICP links how the target did; a call's first request that met a
+        timeout, a transport error or a 503 before any response goes to the next target
+        (RFC 3263 §4.3) as a new transaction. True when it was sent again."""
+        links = self.ctx.links
+        if links is None:
+            return False
+        leg = relay.target_leg
+        icp = self.ctx.directory.icp_of(relay.call.device)
+        failed = links.report_event(icp, leg.destination, event)
+        if (
+            not failed
+            or icp is None
+            or relay is not relay.call.initial
+            or relay.provisional
+            or relay.final_sent
+            or relay.cancel_pending
+            or leg.dialog is not None
+        ):
+            return False
+        relay.failed_over.append(leg.destination)
+        alternative = links.alternative(icp, relay.failed_over)
+        if alternative is None:
+            return False
+        relay.call.log.info(
+            "%s to the ICP failed at %s: failing over to %s",
+            relay.out.method,
+            leg.destination,
+            alternative,
+        )
+        leg.destination = alternative
+        retry = relay.out.copy()
+        retry.set("Via", self.ctx.addresses.via(leg.side, leg.transport))
+        relay.out = retry
+        self._send(relay)
+        return True
 
     def _fail(self, relay: Relay, status: int, reason: str | None) -> None:
         call = relay.call

@@ -28,6 +28,7 @@ from limen.store import GlobalOptions, Store
 from limen.store.schemas import DeviceCredentials, IcpRecord
 
 if TYPE_CHECKING:
+    from limen.gateway.icplink import IcpLinks
     from limen.gateway.media import MediaController
     from limen.gateway.stack import SipStack
 
@@ -48,6 +49,9 @@ class Directory:
     devices: dict[str, DeviceCredentials] = field(default_factory=dict)  # by guid
     _by_setside: dict[str, DeviceCredentials] = field(default_factory=dict)
     _icp_by_host: dict[str, IcpRecord] = field(default_factory=dict)
+    # Resolved target addresses of ICPs addressed by name (issue 15), by ICP guid; kept
+    # across reloads (the ICP links update them when a name resolves again).
+    _icp_targets: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, store: Store) -> Directory:
@@ -72,7 +76,17 @@ class Directory:
         return next((i for i in self.icps.values() if i.name == device.icp), None)
 
     def icp_at(self, host: str) -> IcpRecord | None:
-        return self._icp_by_host.get(host.lower().strip("[]"))
+        host = host.lower().strip("[]")
+        found = self._icp_by_host.get(host)
+        if found is None and self._icp_targets:
+            for guid, hosts in self._icp_targets.items():
+                if host in hosts:
+                    return self.icps.get(guid)
+        return found
+
+    def set_icp_targets(self, icp_guid: str, hosts: list[str]) -> None:
+        """The addresses an ICP's name resolved to: messages from them are ICP side."""
+        self._icp_targets[icp_guid] = [h.lower().strip("[]") for h in hosts]
 
 
 @dataclass
@@ -144,7 +158,18 @@ def side_of(source: Source, directory: Directory) -> Side:
     return Side.ICP if directory.icp_at(source.remote[0]) is not None else Side.SET
 
 
-def icp_destination(icp: IcpRecord) -> Destination:
+def icp_destination(
+    icp: IcpRecord,
+    links: IcpLinks | None = None,
+    *,
+    size: int = 0,
+    sticky: Destination | None = None,
+) -> Destination | None:
+    """Where a request to ``icp`` goes now. With the ICP links (issue 15): the target
+    chosen by RFC 3263 and the link state (None while a name has not resolved yet);
+    without them, the ICP's address as configured (an IP literal)."""
+    if links is not None:
+        return links.destination(icp, size=size, sticky=sticky)
     try:
         transport = Transport(icp.transport.lower())
     except ValueError:
@@ -162,6 +187,7 @@ class GatewayContext:
     addresses: LocalAddresses
     media: MediaController
     store: Store | None = None
+    links: IcpLinks | None = None  # the ICP links (targets, failover, link state)
 
     @property
     def options(self) -> GlobalOptions:

@@ -4,7 +4,8 @@ For every device with a set-side binding, Limen keeps exactly one registration a
 device's ICP (RFC 3261 §10.2, Limen acting as the UA):
 
 - From/To ``sip:<icpside_username>@<ICP domain or address>``, Request-URI the ICP domain,
-  sent to the ICP's address (no DNS: :func:`~limen.gateway.context.icp_destination`);
+  sent to the ICP's current target (:func:`~limen.gateway.context.icp_destination`: an
+  IP literal, or a name located by RFC 3263 in :mod:`limen.gateway.icplink`);
 - Contact ``sip:<token>@<lan address>:<port>`` where the token is per device
   (:meth:`Registrar.contact_token`), so the PBX's INVITE maps back to the phone;
 - 401/407 answered with the ICP-side credentials (RFC 7616 client, nc counted per nonce),
@@ -13,9 +14,12 @@ device's ICP (RFC 3261 §10.2, Limen acting as the UA):
   refresh at 80-90 % with random jitter so restarts do not storm the PBX);
 - removed (``Expires: 0``) when the phone de-registers or its binding goes away.
 
-Failures (timeout, transport error, 4xx-6xx) are logged, recorded as one alarm event per
-failure streak, and retried with exponential backoff plus jitter. Closing Limen does not
-de-register: a restart resumes the registrations (the PBX keeps the binding meanwhile).
+A timeout, a transport error or a 503 at one target fails over to the next one at once
+(RFC 3263 §4.3); refreshes stay with the target that answered until it fails. Failures
+(timeout, transport error, 4xx-6xx) that no target avoids are logged, recorded as one
+alarm event per failure streak, and retried with exponential backoff plus jitter. Closing
+Limen does not de-register: a restart resumes the registrations (the PBX keeps the binding
+meanwhile).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from enum import StrEnum
 
 from limen.gateway.context import GatewayContext, Side, icp_destination
 from limen.gateway.stack import ClientEvent
-from limen.sip.addressing import Destination
+from limen.sip.addressing import Destination, Transport
 from limen.sip.digest import DigestChallenge, answer_challenge, format_credentials, select_challenge
 from limen.sip.errors import SipParseError
 from limen.sip.message import Request, Response
@@ -67,6 +71,8 @@ class UpstreamRegistration:
     nonce_count: dict[str, int] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
     requested: int = 0
+    dest: Destination | None = None  # the target that answered: refreshes stick to it
+    tried: list[Destination] = field(default_factory=list)  # failed over from, this round
 
 
 class UpstreamRegistrar:
@@ -190,18 +196,64 @@ class UpstreamRegistrar:
             log.warning("device %s has no ICP; not registering upstream", reg.device.guid)
             reg.state = UpstreamState.FAILED
             return
-        dest = icp_destination(icp)
+        links = self.ctx.links
+        dest = icp_destination(icp, links, sticky=reg.dest)
+        if dest is None:
+            self._failed(reg, f"{icp.address} does not resolve (yet)", expires == 0)
+            return
         reg.requested = expires
         request = self.build_request(reg, icp, dest, expires)
+        if links is not None and dest.transport is Transport.UDP:
+            # RFC 3261 §18.1.1: too big for UDP → TCP when the ICP has it.
+            sized = links.destination(icp, size=len(bytes(request)), sticky=dest)
+            if sized is not None and sized != dest:
+                dest = sized
+                request = self.build_request(reg, icp, dest, expires)
+        reg.dest = dest
         self.sent += 1
         self.ctx.stack.send_request(
-            request, dest, lambda event: self._on_event(reg, expires, event)
+            request, dest, lambda event: self._on_event(reg, expires, event, dest)
         )
 
-    def _on_event(self, reg: UpstreamRegistration, expires: int, event: ClientEvent) -> None:
+    def _failover(
+        self, reg: UpstreamRegistration, expires: int, event: ClientEvent, dest: Destination
+    ) -> bool:
+        """Report the outcome to the link state; on a timeout, transport error or 503,
+        send again at the next target (RFC 3263 §4.3). True when it did."""
+        links = self.ctx.links
+        icp = self._icp(reg)
+        if links is None or icp is None:
+            return False
+        if not links.report_event(icp, dest, event):
+            if isinstance(event, ResponseReceived) and event.response.status >= 200:
+                reg.tried.clear()
+            return False
+        reg.tried.append(dest)
+        alternative = links.alternative(icp, reg.tried)
+        if alternative is None:
+            reg.tried.clear()
+            reg.dest = None
+            return False
+        log.info(
+            "ICP-side registration of %s: failing over from %s to %s",
+            reg.device.icpside_username,
+            dest,
+            alternative,
+        )
+        reg.dest = alternative
+        reg.challenge = None  # a new server, a new challenge
+        reg.auth_rounds = 0
+        self._send(reg, expires)
+        return True
+
+    def _on_event(
+        self, reg: UpstreamRegistration, expires: int, event: ClientEvent, dest: Destination
+    ) -> None:
         unregistering = expires == 0
         if not unregistering and self._regs.get(reg.device.guid) is not reg:
             return  # unbound meanwhile: the de-REGISTER owns this registration now
+        if self._failover(reg, expires, event, dest):
+            return
         if not isinstance(event, ResponseReceived):
             what = "timeout" if isinstance(event, TransactionTimeout) else "transport error"
             self._failed(reg, what, unregistering)

@@ -73,6 +73,7 @@ from limen.provisioning.phoneconfig import (
 )
 from limen.provisioning.upstream import (
     NO_VERIFY_WARNING,
+    ClientTls,
     UpstreamError,
     UpstreamTls,
     connect,
@@ -373,7 +374,8 @@ class ProvisioningServer:
         opts = self.options
         self.rate = RateLimiter(opts.rate_limit_per_minute / 60.0, opts.rate_limit_burst)
         self.guard = GuessGuard(opts.guess_limit, opts.guess_window, opts.guess_block)
-        self.upstream: UpstreamTls = upstream_tls(self.settings)
+        self.upstream: UpstreamTls | ClientTls = upstream_tls(self.settings)
+        self._per_icp_tls: dict[str, tuple[object, UpstreamTls | ClientTls]] = {}
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -382,6 +384,44 @@ class ProvisioningServer:
         # Connections in their TLS handshake, oldest first (dicts keep insertion order).
         self._in_handshake: dict[asyncio.Task[None], str] = {}
         self._unsubscribe: Callable[[], None] | None = None
+
+    def _upstream_for(self, icp: IcpRecord) -> UpstreamTls | ClientTls:
+        """The ICP's own trust when it sets any ``tls_*`` field (issue 15), else the
+        global one; built once per ICP configuration."""
+        if not (icp.tls_ca_file or icp.tls_pin_sha256 or not icp.tls_verify):
+            return self.upstream
+        key = (
+            icp.guid,
+            icp.tls_verify,
+            icp.tls_ca_file,
+            icp.tls_pin_sha256,
+            icp.tls_server_name,
+            icp.tls_client_cert,
+            icp.tls_client_key,
+            icp.address,
+        )
+        cached = self._per_icp_tls.get(icp.guid)
+        if cached is None or cached[0] != key:
+            cached = (key, upstream_tls(self.settings, icp))
+            self._per_icp_tls[icp.guid] = cached
+        return cached[1]
+
+    def _trust_event(self, icp: IcpRecord, reason: str) -> None:
+        """A refused PBX certificate is an alarm (written off the loop)."""
+        store = self.core.store
+
+        def write() -> None:
+            try:
+                store.events.add(
+                    f"provisioning link to ICP {icp.name} refused: {reason}",
+                    kind="alarm",
+                    severity="major",
+                    source="icp-link",
+                )
+            except Exception:
+                log.exception("could not record the event")
+
+        asyncio.get_running_loop().run_in_executor(None, write)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -906,13 +946,15 @@ class ProvisioningServer:
         exchange: _Exchange,
     ) -> bool:
         opts = self.options
-        tls = self.upstream if icp.tls else None
+        tls = self._upstream_for(icp) if icp.tls else None
         try:
             up_reader, up_writer = await connect(
                 icp.address, icp.xml_destination_port, tls, opts.connect_timeout
             )
         except UpstreamError as exc:
             log.warning("provisioning: ICP %s: %s", icp.name, exc.reason)
+            if "certificate" in exc.reason:
+                self._trust_event(icp, exc.reason)
             exchange.outcome = f"upstream_error: {exc.reason}"
             await self._refuse(conn, writer, exchange, exc.status)
             return False

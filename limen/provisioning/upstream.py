@@ -25,8 +25,13 @@ import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from limen.transport.tls import ClientTls, icp_client_tls, parse_pin
+
 if TYPE_CHECKING:
     from limen.config import Settings
+    from limen.store.schemas import IcpRecord
+
+__all__ = ["ClientTls", "UpstreamError", "UpstreamTls", "connect", "parse_pin", "upstream_tls"]
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +51,6 @@ class UpstreamError(Exception):
         self.reason = reason
 
 
-def parse_pin(text: str) -> bytes:
-    """``AB:CD:...`` / ``abcd...`` (64 hex digits) → the 32-byte SHA-256 digest."""
-    cleaned = "".join(c for c in text if c not in ": \t").lower()
-    try:
-        digest = bytes.fromhex(cleaned)
-    except ValueError:
-        raise ValueError(f"pin {text!r} is not hexadecimal") from None
-    if len(digest) != 32:
-        raise ValueError(f"pin {text!r} is not a SHA-256 fingerprint (64 hex digits)")
-    return digest
-
-
 @dataclass(frozen=True)
 class UpstreamTls:
     """The client TLS context plus the optional pin; ``mode`` says which checks apply."""
@@ -65,13 +58,18 @@ class UpstreamTls:
     context: ssl.SSLContext
     pin: bytes | None
     mode: str
+    server_name: str | None = None
 
     @property
     def verifies(self) -> bool:
         return self.mode != "none"
 
 
-def upstream_tls(settings: Settings) -> UpstreamTls:
+def upstream_tls(settings: Settings, icp: IcpRecord | None = None) -> UpstreamTls | ClientTls:
+    """The global trust (``[provisioning]`` settings), or the one of ``icp``: its own
+    ``tls_*`` fields over the global settings (issue 15), shared with its SIP/TLS link."""
+    if icp is not None:
+        return icp_client_tls(settings, icp)
     prov = settings.provisioning
     pin = parse_pin(prov.upstream_pin_sha256) if prov.upstream_pin_sha256.strip() else None
     if prov.upstream_ca_file:
@@ -98,19 +96,21 @@ def upstream_tls(settings: Settings) -> UpstreamTls:
 
 
 async def connect(
-    host: str, port: int, tls: UpstreamTls | None, timeout: float
+    host: str, port: int, tls: UpstreamTls | ClientTls | None, timeout: float
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Open the connection (TLS when ``tls`` is given) within ``timeout`` seconds and
-    enforce the pin; raises :class:`UpstreamError`."""
+    enforce the pin; raises :class:`UpstreamError`. The pin is checked after the
+    handshake and before the caller writes a byte of the request."""
     if tls is not None and tls.mode == "none":
         log.warning("%s (connecting to %s:%d)", NO_VERIFY_WARNING, host, port)
+    server_name = (tls.server_name if tls is not None else None) or host.strip("[]")
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
                 host.strip("[]"),
                 port,
                 ssl=tls.context if tls is not None else None,
-                server_hostname=host.strip("[]") if tls is not None else None,
+                server_hostname=server_name if tls is not None else None,
                 ssl_handshake_timeout=timeout if tls is not None else None,
             )
     except TimeoutError:

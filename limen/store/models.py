@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -64,6 +65,20 @@ class Icp(Base):
     serves_configs: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     domain: Mapped[str] = mapped_column(String(255), default="")
     description: Mapped[str] = mapped_column(String(255), default="")
+    # TLS trust toward this ICP (SIP/TLS and the provisioning link, issue 15): a CA file
+    # and/or a pinned SHA-256 fingerprint; empty means the global provisioning.upstream_*
+    # settings (system store by default). tls_verify false is the explicit "don't verify".
+    tls_verify: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    tls_ca_file: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+    tls_pin_sha256: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    # The name the certificate must carry; empty means the ICP's host name.
+    tls_server_name: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    # Mutual TLS: the certificate Limen presents when the PBX asks (empty: the SIP
+    # listener's, issued by Limen's CA).
+    tls_client_cert: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+    tls_client_key: Mapped[str] = mapped_column(String(1024), default="", server_default="")
+    # OPTIONS ping interval toward each of the ICP's targets, seconds (0: no pings).
+    options_interval: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 

@@ -225,6 +225,13 @@ class IcpRepository(_Repo):
             domain=icp.domain,
             description=icp.description,
             device_count=count or 0,
+            tls_verify=icp.tls_verify,
+            tls_ca_file=icp.tls_ca_file,
+            tls_pin_sha256=icp.tls_pin_sha256,
+            tls_server_name=icp.tls_server_name,
+            tls_client_cert=icp.tls_client_cert,
+            tls_client_key=icp.tls_client_key,
+            options_interval=icp.options_interval,
         )
 
     def list(self) -> builtins.list[IcpRecord]:

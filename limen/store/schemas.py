@@ -107,6 +107,15 @@ def _check_host(value: str) -> str:
     return value.lower()
 
 
+def _check_pin(value: str) -> str:
+    """A SHA-256 fingerprint: 64 hex digits, colons optional (``openssl x509
+    -fingerprint -sha256`` output); stored as given, empty for none."""
+    cleaned = "".join(c for c in value if c not in ": \t")
+    if cleaned and (len(cleaned) != 64 or any(c not in "0123456789abcdefABCDEF" for c in cleaned)):
+        raise ValueError("must be a SHA-256 fingerprint: 64 hex digits, colons optional")
+    return value.strip()
+
+
 def _check_domain(value: str) -> str:
     """An ICP's SIP domain: empty (use the address) or a host the SIP layer takes."""
     if value == "":
@@ -182,10 +191,19 @@ class IcpCreate(BaseModel):
     hashes: list[str] = Field(default_factory=list)
     domain: str = Field(default="", max_length=255)
     description: str = Field(default="", max_length=255)
+    # TLS trust toward the ICP (SIP/TLS and provisioning link); empty: global settings.
+    tls_verify: bool = True
+    tls_ca_file: str = Field(default="", max_length=1024)
+    tls_pin_sha256: str = Field(default="", max_length=128)
+    tls_server_name: str = Field(default="", max_length=255)
+    tls_client_cert: str = Field(default="", max_length=1024)
+    tls_client_key: str = Field(default="", max_length=1024)
+    options_interval: int = Field(default=30, ge=0, le=3600)
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
     _address = field_validator("address")(classmethod(lambda cls, v: _check_host(v)))
     _hashes = field_validator("hashes")(classmethod(lambda cls, v: _check_hashes(v)))
+    _pin = field_validator("tls_pin_sha256")(classmethod(lambda cls, v: _check_pin(v)))
     _domain = field_validator("domain")(
         classmethod(lambda cls, v: v if v is None else _check_domain(v))
     )
@@ -213,6 +231,13 @@ class IcpUpdate(BaseModel):
     hashes: list[str] | None = None
     domain: str | None = Field(default=None, max_length=255)
     description: str | None = Field(default=None, max_length=255)
+    tls_verify: bool | None = None
+    tls_ca_file: str | None = Field(default=None, max_length=1024)
+    tls_pin_sha256: str | None = Field(default=None, max_length=128)
+    tls_server_name: str | None = Field(default=None, max_length=255)
+    tls_client_cert: str | None = Field(default=None, max_length=1024)
+    tls_client_key: str | None = Field(default=None, max_length=1024)
+    options_interval: int | None = Field(default=None, ge=0, le=3600)
 
     @model_validator(mode="before")
     @classmethod
@@ -222,6 +247,9 @@ class IcpUpdate(BaseModel):
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
     _address = field_validator("address")(classmethod(lambda cls, v: _check_host(v)))
     _hashes = field_validator("hashes")(classmethod(lambda cls, v: _check_hashes(v)))
+    _pin = field_validator("tls_pin_sha256")(
+        classmethod(lambda cls, v: None if v is None else _check_pin(v))
+    )
     _domain = field_validator("domain")(
         classmethod(lambda cls, v: v if v is None else _check_domain(v))
     )
@@ -248,6 +276,13 @@ class IcpRecord(BaseModel):
     domain: str
     description: str
     device_count: int
+    tls_verify: bool = True
+    tls_ca_file: str = ""
+    tls_pin_sha256: str = ""
+    tls_server_name: str = ""
+    tls_client_cert: str = ""
+    tls_client_key: str = ""
+    options_interval: int = 30
 
 
 # -- SIP devices -----------------------------------------------------------------------

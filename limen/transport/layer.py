@@ -39,7 +39,7 @@ from limen.transport.connections import ConnectionTable
 from limen.transport.datagram import UdpEndpoint
 from limen.transport.limits import Limits, header_line_count
 from limen.transport.stream import StreamConnection
-from limen.transport.tls import client_context
+from limen.transport.tls import NO_VERIFY_WARNING, ClientTls, client_context
 
 log = logging.getLogger("limen.transport")
 
@@ -73,6 +73,7 @@ class TransportCounters:
     connections_dropped: int = 0  # peer stopped reading
     idle_closed: int = 0
     handshake_failures: int = 0
+    tls_refused: int = 0  # outbound: peer certificate refused (CA, name or pin)
     filtered: int = 0  # packets and connections dropped by source_filter (bans, ACLs, rates)
     read_timeouts: int = 0  # a message not complete within message_read_timeout
     handshakes_refused: int = 0  # over the per-source limit on TLS handshakes in progress
@@ -118,6 +119,11 @@ class TransportLayer:
         self.counters = TransportCounters()
         self.listeners: list[Listener] = []
         self._tls_client_context = tls_client_context
+        # Per-peer TLS trust (issue 15): (ip, port) → how that peer's certificate is
+        # checked; maintained by the ICP links. Peers not listed get the default context.
+        self.tls_peers: dict[Address, ClientTls] = {}
+        # Called (destination, reason) when a peer's certificate is refused.
+        self.on_tls_refused: Callable[[Destination, str], None] | None = None
         self._table: ConnectionTable[StreamConnection] = ConnectionTable()
         self._udp: list[UdpEndpoint] = []
         self._servers: list[asyncio.Server] = []
@@ -368,7 +374,18 @@ class TransportLayer:
             raise TransportError("connection limit reached")
         loop = asyncio.get_running_loop()
         context: ssl.SSLContext | None = None
-        if dest.transport is Transport.TLS:
+        trust = self.tls_peers.get((host, dest.port)) if dest.transport is Transport.TLS else None
+        server_hostname = host
+        if trust is not None:
+            context = trust.context
+            server_hostname = trust.server_name or host
+            if not trust.verifies:
+                log.warning(
+                    "%s (connecting to %s)",
+                    NO_VERIFY_WARNING.format(name=trust.label),
+                    format_hostport(host, dest.port),
+                )
+        elif dest.transport is Transport.TLS:
             if self._tls_client_context is None:
                 self._tls_client_context = client_context()
             context = self._tls_client_context
@@ -378,7 +395,7 @@ class TransportLayer:
             async with asyncio.timeout(self.limits.connect_timeout):
                 _, conn = await loop.create_connection(
                     lambda: StreamConnection(
-                        self, kind, inbound=False, tls=context, server_hostname=host
+                        self, kind, inbound=False, tls=context, server_hostname=server_hostname
                     ),
                     host,
                     dest.port,
@@ -387,10 +404,23 @@ class TransportLayer:
             raise TransportError(f"cannot connect to {what}: {exc!r}") from exc
         try:
             await conn.ready  # the handshake has its own timer (limits.handshake_timeout)
+        except ssl.SSLCertVerificationError as exc:
+            # OpenSSL refused the chain or the name during the handshake: nothing but
+            # the handshake (and its alert) went out.
+            reason = f"certificate refused: {exc.verify_message}"
+            self._tls_refused(dest, reason)
+            raise TransportError(f"TLS with {what} failed: {reason}") from exc
         except (OSError, ssl.SSLError, ssl.CertificateError, TimeoutError) as exc:
             raise TransportError(f"TLS with {what} failed: {exc!r}") from exc
         if not conn.usable:
             raise TransportError(f"connection to {what} closed")
+        if trust is not None:
+            # The pin is checked after the handshake and before the first write.
+            refused = trust.check_peer(conn.peer_certificate())
+            if refused is not None:
+                conn.abort()
+                self._tls_refused(dest, refused)
+                raise TransportError(f"TLS with {what} refused: {refused}")
         log.debug("connected %r", conn)
         return conn
 
@@ -419,6 +449,28 @@ class TransportLayer:
             self.counters.messages_out += 1
             return
         raise TransportError(f"no UDP socket for {'IPv6' if family == socket.AF_INET6 else 'IPv4'}")
+
+    def drop_outbound(self, transport: Transport, remote: Address) -> int:
+        """Abort our connections to ``remote`` (its trust changed: the next request
+        dials again and verifies the peer anew). Returns how many were dropped."""
+        host = unbracket(remote[0])
+        doomed = [
+            c
+            for c in self._table
+            if not c.inbound and c.transport is transport and c.remote == (host, remote[1])
+        ]
+        for conn in doomed:
+            conn.abort()
+        return len(doomed)
+
+    def _tls_refused(self, dest: Destination, reason: str) -> None:
+        self.counters.tls_refused += 1
+        log.warning("TLS peer %s refused: %s", format_hostport(dest.host, dest.port), reason)
+        if self.on_tls_refused is not None:
+            try:
+                self.on_tls_refused(dest, reason)
+            except Exception:
+                log.exception("error in on_tls_refused")
 
     def _send_failed(self, dest: Destination, exc: Exception) -> None:
         self.counters.send_errors += 1

@@ -101,6 +101,12 @@ class StreamConnection(asyncio.Protocol):
     def tls_version(self) -> str | None:
         return self._tls.version() if self._tls is not None and self._handshaken else None
 
+    def peer_certificate(self) -> bytes | None:
+        """The peer's certificate (DER) once the TLS handshake is done, else None."""
+        if self._tls is None or not self._handshaken:
+            return None
+        return self._tls.getpeercert(binary_form=True)
+
     def __repr__(self) -> str:
         direction = "from" if self._inbound else "to"
         return f"<{self._kind.value} #{self.conn_id} {direction} {format_address(self.remote)}>"

@@ -9,11 +9,18 @@ is configured, from a self-signed pair in ``<data_dir>/tls/`` made by
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from limen.certs import ensure_self_signed
 from limen.config import Settings
+
+if TYPE_CHECKING:
+    from limen.store.schemas import IcpRecord
 
 # TLS 1.2 suites; TLS 1.3 suites are configured separately by OpenSSL and are all AEAD.
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS"
@@ -54,13 +61,21 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
-def client_context(verify: bool = False, cafile: str | None = None) -> ssl.SSLContext:
+def client_context(
+    verify: bool = False,
+    cafile: str | None = None,
+    *,
+    check_hostname: bool = True,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+) -> ssl.SSLContext:
     """The context for outbound connections (toward the ICP).
 
-    ``verify`` is off by default because ICPs commonly present self-signed certificates.
-    TODO(settings): expose ``verify`` and ``cafile`` as SIP settings per ICP once the
-    store knows ICPs (issue 4); with ``verify=True`` the peer certificate is checked
-    against ``cafile`` (or the system store) and the host name we dialled.
+    With ``verify`` the peer's chain is checked against ``cafile`` (else the system store)
+    and, with ``check_hostname``, its name against the ``server_hostname`` of the
+    connection. ``client_cert``/``client_key``: the certificate presented when the peer
+    asks for one (mutual TLS; OpenSSL sends it only on a CertificateRequest).
+    :func:`client_tls` builds the per-ICP policy on top of this.
     """
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
     ctx.minimum_version = MINIMUM_VERSION
@@ -69,4 +84,136 @@ def client_context(verify: bool = False, cafile: str | None = None) -> ssl.SSLCo
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx.check_hostname = check_hostname
+    if client_cert is not None and client_key is not None:
+        ctx.load_cert_chain(str(client_cert), str(client_key))
     return ctx
+
+
+# -- per-ICP trust (issue 15) ------------------------------------------------------------
+
+NO_VERIFY_WARNING = "the TLS certificate of ICP {name} is NOT verified (tls_verify = false)"
+
+
+def parse_pin(text: str) -> bytes:
+    """``AB:CD:...`` / ``abcd...`` (64 hex digits) → the 32-byte SHA-256 digest."""
+    cleaned = "".join(c for c in text if c not in ": \t").lower()
+    try:
+        digest = bytes.fromhex(cleaned)
+    except ValueError:
+        raise ValueError(f"pin {text!r} is not hexadecimal") from None
+    if len(digest) != 32:
+        raise ValueError(f"pin {text!r} is not a SHA-256 fingerprint (64 hex digits)")
+    return digest
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """How Limen trusts one peer it dials: the context, the name the certificate must
+    carry (also sent as SNI), an optional pin, and ``mode``, one of ``system``, ``ca``,
+    ``pin``, ``ca+pin``, ``none`` (the explicit "don't verify")."""
+
+    context: ssl.SSLContext
+    server_name: str | None
+    pin: bytes | None
+    mode: str
+    label: str = ""
+    # Set when the configured trust could not be built (unreadable CA file, bad pin):
+    # every connection is then refused with this reason (fail closed, never open).
+    refuse: str = ""
+
+    @property
+    def verifies(self) -> bool:
+        return self.mode != "none"
+
+    def check_peer(self, der: bytes | None) -> str | None:
+        """After the handshake, before any write: why the peer's certificate is refused
+        (the pin does not match), or None. The chain and name were checked by OpenSSL
+        during the handshake."""
+        if self.refuse:
+            return self.refuse
+        if self.pin is None:
+            return None
+        if not der or not hmac.compare_digest(hashlib.sha256(der).digest(), self.pin):
+            return "certificate does not match the pinned SHA-256 fingerprint"
+        return None
+
+
+def client_tls(
+    *,
+    verify: bool = True,
+    cafile: str | None = None,
+    pin: str = "",
+    server_name: str | None = None,
+    check_hostname: bool = True,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+    label: str = "",
+) -> ClientTls:
+    """One peer's trust: a CA file (chain + name), a pin (alone it replaces the chain
+    check: the usual case of a PBX with a self-signed certificate; with a CA file both
+    must hold), else the system store; ``verify=False`` checks nothing."""
+    digest = parse_pin(pin) if pin.strip() else None
+    if not verify:
+        mode, chain = "none", False
+    elif cafile:
+        mode, chain = ("ca+pin" if digest else "ca"), True
+    elif digest is not None:
+        mode, chain = "pin", False
+    else:
+        mode, chain = "system", True
+    context = client_context(
+        chain,
+        cafile if chain else None,
+        check_hostname=check_hostname and bool(server_name),
+        client_cert=client_cert,
+        client_key=client_key,
+    )
+    return ClientTls(context, server_name, digest if verify else None, mode, label)
+
+
+def refusing_tls(reason: str, label: str = "") -> ClientTls:
+    """A trust that refuses every peer: what a broken TLS configuration amounts to."""
+    # No chain check: the handshake completes and check_peer refuses with the reason.
+    return ClientTls(client_context(False), None, None, "invalid", label, refuse=reason)
+
+
+def icp_host_name(icp: IcpRecord) -> str:
+    """The name an ICP's certificate must carry: ``tls_server_name``, else its domain if
+    it has one, else its address (a name or an IP literal, RFC 5922 §7.3 compares the
+    SIP domain)."""
+    return icp.tls_server_name or icp.domain or icp.address.strip("[]")
+
+
+def icp_client_tls(settings: Settings, icp: IcpRecord) -> ClientTls:
+    """The trust toward ``icp`` for SIP/TLS and the provisioning link: its own fields,
+    falling back to the global ``provisioning.upstream_*`` settings."""
+    prov = settings.provisioning
+    cafile = icp.tls_ca_file or prov.upstream_ca_file
+    pin = icp.tls_pin_sha256 or ("" if icp.tls_ca_file else prov.upstream_pin_sha256)
+    explicit = bool(icp.tls_ca_file or icp.tls_pin_sha256)
+    verify = icp.tls_verify and (explicit or prov.upstream_verify)
+    check_hostname = True if explicit else prov.upstream_check_hostname
+    cert, key = _client_pair(settings, icp)
+    return client_tls(
+        verify=verify,
+        cafile=str(settings.resolve(cafile)) if cafile else None,
+        pin=pin,
+        server_name=icp_host_name(icp),
+        check_hostname=check_hostname,
+        client_cert=cert,
+        client_key=key,
+        label=icp.name,
+    )
+
+
+def _client_pair(settings: Settings, icp: IcpRecord) -> tuple[Path | None, Path | None]:
+    """Mutual TLS: the ICP's configured pair, else the SIP listener's certificate (issued
+    by Limen's CA, with the clientAuth purpose) when it exists."""
+    if icp.tls_client_cert and icp.tls_client_key:
+        return settings.resolve(icp.tls_client_cert), settings.resolve(icp.tls_client_key)
+    cert, key = sip_tls_paths(settings)
+    if cert.exists() and key.exists():
+        return cert, key
+    return None, None

@@ -60,11 +60,43 @@ def test_icp_round_trip_with_json(limen: Limen) -> None:
     edited = json.loads(limen("icp", "edit", "mv5000", "--description", "lab PBX", "--json").stdout)
     assert edited["description"] == "lab PBX" and edited["port"] == 5061
     shown = json.loads(limen("icp", "show", added["guid"], "--json").stdout)
+    assert shown.pop("link") is None  # no limen serve: no live link state
     assert shown == edited
     assert "mv5000" in limen("icp", "list").stdout
     gone = json.loads(limen("icp", "remove", "mv5000", "--json").stdout)
     assert gone == {"deleted": added["guid"], "devices_deleted": 0}
     assert json.loads(limen("icp", "list", "--json").stdout) == []
+
+
+def test_icp_tls_trust_and_ping_options(limen: Limen) -> None:
+    pin = ":".join(["AB"] * 32)
+    added = json.loads(
+        limen(
+            "icp",
+            "add",
+            "pbx",
+            "--address",
+            "pbx.example.test",
+            "--transport",
+            "tls",
+            "--tls-pin",
+            pin,
+            "--tls-server-name",
+            "sip.example.test",
+            "--options-interval",
+            "5",
+            "--json",
+        ).stdout
+    )
+    assert (added["tls_pin_sha256"], added["tls_server_name"]) == (pin, "sip.example.test")
+    assert added["tls_verify"] is True and added["options_interval"] == 5
+    edited = json.loads(
+        limen("icp", "edit", "pbx", "--no-tls-verify", "--tls-ca", "/etc/ca.pem", "--json").stdout
+    )
+    assert edited["tls_verify"] is False and edited["tls_ca_file"] == "/etc/ca.pem"
+    bad = limen("icp", "edit", "pbx", "--tls-pin", "not-a-pin", code=1)
+    assert "SHA-256" in bad.stdout + bad.stderr
+    assert "link: unknown (limen serve is not running)" in limen("icp", "show", "pbx").stdout
 
 
 def test_errors_exit_1_with_a_reason(limen: Limen) -> None:

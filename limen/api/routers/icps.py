@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool as run
 
 from limen.api.auth import Caller, CoreDep
@@ -42,6 +43,62 @@ async def get_icp(key: str, core: CoreDep, caller: Caller, response: Response) -
     record, etag = await run(core.store.icps.get_tagged, key)
     response.headers["ETag"] = etag
     return record
+
+
+class IcpLinkTarget(BaseModel):
+    """One place the ICP is reached (an RFC 3263 target) and its state."""
+
+    target: str  # transport:host:port
+    transport: str
+    host: str
+    port: int
+    name: str  # the SRV target or the ICP's host name it came from
+    state: str  # up | down | unknown
+    since: float  # Unix time of the last change
+    failures: int  # consecutive
+    last_error: str
+    last_ok: float | None
+    rtt_ms: float | None
+
+
+class IcpLinkState(BaseModel):
+    """The live link to one ICP (issue 15): empty targets when no gateway runs."""
+
+    icp: str
+    guid: str
+    running: bool  # false: this process runs no gateway, nothing is known
+    state: str  # up (a target is up) | down (all are) | unknown
+    error: str
+    tls: str | None  # the TLS trust mode: system | ca | pin | ca+pin | none
+    targets: list[IcpLinkTarget]
+
+
+@router.get("/{key}/link/", summary="The live state of the link to one ICP")
+async def icp_link(key: str, core: CoreDep, caller: Caller) -> IcpLinkState:
+    record = await run(core.store.icps.get, key)
+    links = core.icp_links
+    found = None
+    if links is not None:
+        found = next((s for s in links.snapshot() if s["guid"] == record.guid), None)
+    if found is None:
+        return IcpLinkState(
+            icp=record.name,
+            guid=record.guid,
+            running=False,
+            state="unknown",
+            error="",
+            tls=None,
+            targets=[],
+        )
+    return IcpLinkState(
+        icp=record.name,
+        guid=record.guid,
+        running=True,
+        state=found["state"],
+        error=found["error"],
+        tls=found["tls"],
+        targets=[IcpLinkTarget(**t) for t in found["targets"]],
+    )
 
 
 @router.post("/", status_code=201)

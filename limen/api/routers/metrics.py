@@ -62,6 +62,8 @@ _LABELS = {
     "security_bans_total": "reason",
     "security_dropped_total": "why",
     "auth_failures_total": "kind",
+    "icp_link_changes_total": "change",
+    "icp_failovers_total": "icp",
 }
 
 
@@ -82,6 +84,15 @@ async def prometheus(core: CoreDep, admin: Admin) -> PlainTextResponse:
     }
     for name, (help_text, value) in gauges.items():
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
+    links = core.icp_links
+    if links is not None:  # 1 per ICP target that is up (issue 15)
+        name = "limen_icp_target_up"
+        lines += [
+            f"# HELP {name} ICP target reachable (OPTIONS, transactions)",
+            f"# TYPE {name} gauge",
+        ]
+        for label_value, value in sorted(links.gauges().items()):
+            lines.append(f'{name}{{target="{_escape(label_value)}"}} {value}')
     for counter, by_label in core.metrics.counters().items():
         name = f"limen_{counter}"
         label = _LABELS.get(counter, "kind")
