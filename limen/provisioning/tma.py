@@ -185,9 +185,13 @@ def to_xlsx(export: TmaExport) -> bytes:
         cell = sheet.cell(row=1, column=column, value=text)
         cell.font = terminal if column == 1 else system
 
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
     def text_cell(row: int, column: int, value: str) -> Cell:
         cell = sheet.cell(row=row, column=column)
-        cell.value = value
+        # XLSX cannot hold C0 controls (openpyxl raises): such a value, which the input
+        # checks refuse anyway, is written escaped rather than failing the whole export.
+        cell.value = ILLEGAL_CHARACTERS_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
         # openpyxl guesses "=..." is a formula: force a string cell, never evaluated.
         cell.data_type = "s"
         cell.number_format = "@"
