@@ -570,7 +570,15 @@ def _limen_main(args: argparse.Namespace) -> None:
     store = open_store(settings)
     try:
         store.icps.create(
-            IcpCreate(name="icp", address=icp_host, port=int(icp_port), transport="udp")
+            # No OPTIONS pings toward the ICP (issue 15's link state): the call bench's
+            # ICP is the SIPp UAS, which counts every request as a call.
+            IcpCreate(
+                name="icp",
+                address=icp_host,
+                port=int(icp_port),
+                transport="udp",
+                options_interval=0,
+            )
         )
         store.devices.create_many(
             DeviceCreate(
