@@ -19,29 +19,12 @@ from limen.commands._common import (
     table,
 )
 from limen.store.errors import Invalid
-from limen.store.schemas import ConsumerCreate, Permission
+from limen.store.schemas import MBG_PBX_PERMISSIONS, ConsumerCreate, Permission
 
 app = typer.Typer(
     help="Web-services consumers (OAuth 1.0a clients such as the PBX).", no_args_is_help=True
 )
 
-# The permissions of the seed's figure 15 (what a MiVoice 5000 needs).
-MBG_PBX_PERMISSIONS = (
-    "Base/managetoken/",
-    "/msl/v1/netbackup/",
-    "/msl/v1/netrestore/",
-    "/msl/v1/events/",
-    "/msl/v1/configuration/",
-    "/msl/v1/blades/",
-    "/msl/v1/installed_blades/",
-    "/msl/v1/metrics/",
-    "/msl/v1/amc/",
-    "/msl/v1/sysuser/",
-    "MBG/mbg/v1/globaloptions/",
-    "/mbg/v1/metrics/",
-    "/mbg/v1/icps/",
-    "/mbg/v1/devices/",
-)
 
 PermOption = Annotated[
     list[str] | None,

@@ -717,3 +717,22 @@ class AdminTokenRecord(BaseModel):
     created_at: dt.datetime
     expires_at: dt.datetime | None
     last_used: dt.datetime | None
+
+
+# The permissions of the seed's figure 15 (what a MiVoice 5000 needs).
+MBG_PBX_PERMISSIONS = (
+    "Base/managetoken/",
+    "/msl/v1/netbackup/",
+    "/msl/v1/netrestore/",
+    "/msl/v1/events/",
+    "/msl/v1/configuration/",
+    "/msl/v1/blades/",
+    "/msl/v1/installed_blades/",
+    "/msl/v1/metrics/",
+    "/msl/v1/amc/",
+    "/msl/v1/sysuser/",
+    "MBG/mbg/v1/globaloptions/",
+    "/mbg/v1/metrics/",
+    "/mbg/v1/icps/",
+    "/mbg/v1/devices/",
+)

@@ -13,24 +13,11 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from limen.store.options import GlobalOptions
+from limen.store.schemas import MBG_PBX_PERMISSIONS
 
-# The paths of MBG's consumer permission grid (seed fig. 15), in its order.
-MBG_PATHS = (
-    "Base/managetoken/",
-    "/msl/v1/netbackup/",
-    "/msl/v1/netrestore/",
-    "/msl/v1/events/",
-    "/msl/v1/configuration/",
-    "/msl/v1/blades/",
-    "/msl/v1/installed_blades/",
-    "/msl/v1/metrics/",
-    "/msl/v1/amc/",
-    "/msl/v1/sysuser/",
-    "MBG/mbg/v1/globaloptions/",
-    "/mbg/v1/metrics/",
-    "/mbg/v1/icps/",
-    "/mbg/v1/devices/",
-)
+# The paths of MBG's consumer permission grid (seed fig. 15), in its order: the same list
+# `limen consumer add --mbg-defaults` grants.
+MBG_PATHS = MBG_PBX_PERMISSIONS
 
 # The Settings screen as MBG groups it (seed fig. 11), then Limen's media ports.
 OPTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (

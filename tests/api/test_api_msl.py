@@ -12,10 +12,9 @@ from oauthlib.oauth1 import Client
 from test_api_oauth import pair, send
 
 from limen import __version__
-from limen.commands.consumer import MBG_PBX_PERMISSIONS
 from limen.core import Core
 from limen.store.backup import open_backup
-from limen.store.schemas import ConsumerCreate, Permission
+from limen.store.schemas import MBG_PBX_PERMISSIONS, ConsumerCreate, Permission
 
 MSL = "/mslrest/msl/v1"
 
