@@ -173,7 +173,12 @@ class Sipp:
 
     def explain(self) -> str:
         errors, messages = self.errors[-2000:], self.messages[-4000:]
-        return f"--- {self.name} errors:\n{errors}\n--- messages:\n{messages}"
+        stderr_path = self.folder / f"{self.name}.stderr"
+        stderr = stderr_path.read_text(errors="replace")[-1000:] if stderr_path.exists() else ""
+        return (
+            f"--- {self.name} (exit {self.process.returncode}) errors:\n{errors}\n"
+            f"--- stderr:\n{stderr}\n--- messages:\n{messages}"
+        )
 
 
 async def sipp(
@@ -201,12 +206,12 @@ async def sipp(
         inf_path.write_text(f"SEQUENTIAL\n{inf}\n")
         cmd += ["-inf", str(inf_path)]
     cmd += list(args)
-    process = await asyncio.create_subprocess_exec(
-        *cmd,
-        cwd=folder,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    # SIPp's own complaints (a port in use, a bad scenario) go to a file that
+    # explain() shows: a SIPp that never started is otherwise invisible.
+    with (folder / f"{name}.stderr").open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            *cmd, cwd=folder, stdout=asyncio.subprocess.DEVNULL, stderr=stderr
+        )
     return Sipp(name, process, folder)
 
 

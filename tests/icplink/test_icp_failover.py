@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from gw_call_support import KAMAILIO_CFG as CALL_CFG
-from gw_call_support import UdpUa, sipp
+from gw_call_support import Sipp, UdpUa, sipp
 from gw_call_support import make_settings as call_settings
 from gw_reg_support import KAMAILIO_CFG, Phone, make_settings, wait_for
 from icplink_lab import dnsmasq, free_udp_port
@@ -237,24 +237,24 @@ async def call_limen(
     return await start(settings), ext_port
 
 
-async def phone_call(tmp_path: Path, app: RunningApp, name: str) -> None:
+async def phone_call(tmp_path: Path, app: RunningApp, name: str, callee: Sipp) -> None:
     target = f"127.0.0.1:{app.port(Transport.UDP)}"
     inf = f"{PHONE};127.0.0.1;[authentication username={PHONE} password=set-{PHONE}];{EXT}"
     caller = await sipp(tmp_path, name, "call_uac", port=free_udp_port(), remote=target, inf=inf)
     rc = await caller.wait()
-    assert rc == 0, caller.explain()
+    assert rc == 0, caller.explain() + "\n" + callee.explain()
 
 
 async def test_new_calls_move_to_the_second_pbx(tmp_path: Path, call_pair: Pair) -> None:
     app, ext_port = await call_limen(tmp_path, call_pair, options_interval=1)
     try:
         callee = await sipp(tmp_path, "ext", "uas_rr", port=ext_port, calls=2)
-        await phone_call(tmp_path, app, "phone1")
+        await phone_call(tmp_path, app, "phone1", callee)
         assert invites(call_pair.pbx1) == 1 and invites(call_pair.pbx2) == 0
 
         call_pair.pbx1.stop()
         await wait_for(lambda: states(app)["pbx1.test"] == "down", 5)
-        await phone_call(tmp_path, app, "phone2")  # the next call goes to pbx2
+        await phone_call(tmp_path, app, "phone2", callee)  # the next call goes to pbx2
         assert invites(call_pair.pbx2) == 1
         assert (await callee.wait()) == 0, callee.explain()
         assert app.calls is not None and app.calls.calls_failed == 0
@@ -269,7 +269,7 @@ async def test_invite_in_flight_fails_over_on_timeout(tmp_path: Path, call_pair:
     try:
         callee = await sipp(tmp_path, "ext", "uas_rr", port=ext_port, calls=1)
         call_pair.pbx1.stop()
-        await phone_call(tmp_path, app, "phone1")
+        await phone_call(tmp_path, app, "phone1", callee)
         assert invites(call_pair.pbx2) == 1
         assert (await callee.wait()) == 0, callee.explain()
         assert app.calls is not None and app.calls.calls_failed == 0
