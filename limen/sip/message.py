@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeVar
 
-from limen.sip.digest import (
+from limen.sip.digest.parse import (
     DigestChallenge,
     DigestCredentials,
     parse_challenge,
@@ -680,6 +680,27 @@ class Request(Message):
         response._body = bytes(body)
         response._sync_length()
         return response
+
+    def retry(self, via: Via | str, *, seq: int | None = None) -> Request:
+        """A copy of this outgoing request to send again as a new transaction: CSeq
+        ``seq`` (default: one more than ours) and ``via`` in place of our top Via.
+
+        RFC 3261 §8.1.3.5 / §22.2: a request retried after a 401/407 (or, here, a 488
+        answered with another offer) is a new transaction: same Call-ID, From, To and
+        Request-URI, a CSeq one higher, and a new branch, hence a fresh top Via. Inside a
+        dialog the caller passes ``seq`` from the dialog's local sequence (§12.2.1.1).
+        Everything else (Route, Contact, body, credentials) is kept; the caller edits
+        the copy (credentials, body) before sending it.
+        """
+        cseq = self.cseq
+        number = cseq.seq + 1 if seq is None else seq
+        if not 0 <= number <= 0xFFFFFFFF:  # §8.1.1.5: a 32-bit unsigned integer
+            raise SipUsageError(f"CSeq {number} out of range")
+        retry = self.copy()
+        retry.set("CSeq", CSeq(number, cseq.method))
+        retry.pop_first("Via")
+        retry.add("Via", via, first=True)
+        return retry
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"

@@ -11,8 +11,10 @@ from limen.sip import (
     SipParseError,
     SipUri,
     SipUsageError,
+    Transport,
     parse_message,
 )
+from limen.sip.transaction import new_via
 from limen.sip.validate import check_request
 
 INVITE = (
@@ -308,3 +310,75 @@ def test_known_header_name_without_colon_is_refused() -> None:
     parse_message(INVITE.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nSubject: x\r\n"))
     with pytest.raises(SipParseError):
         parse_message(INVITE.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nSubject\r\n"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Request.retry: a new transaction for the same request (RFC 3261 §8.1.3.5, §22.2)
+# ---------------------------------------------------------------------------------------------
+
+OUTGOING = (
+    b"INVITE sip:7001@pbx.example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKfirst;rport\r\n"
+    b"Via: SIP/2.0/TCP 10.0.0.7:5060;branch=z9hG4bKbelow\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"From: <sip:7000@pbx.example.com>;tag=f1\r\n"
+    b"To: <sip:7001@pbx.example.com>\r\n"
+    b"Call-ID: retry-1@limen\r\n"
+    b"CSeq: 41 INVITE\r\n"
+    b'Proxy-Authorization: Digest username="7000", realm="pbx", nonce="n", '
+    b'uri="sip:7001@pbx.example.com", response="00"\r\n'
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: 4\r\n"
+    b"\r\n"
+    b"v=0\n"
+)
+
+
+def test_retry_bumps_cseq_and_replaces_only_the_top_via() -> None:
+    out = parse_message(OUTGOING)
+    assert isinstance(out, Request)
+    via = new_via(Transport.UDP, "2001:db8::1", 5060)
+    retry = out.retry(via)
+    again = parse_message(bytes(retry))
+    assert isinstance(again, Request)
+    assert again.cseq.seq == 42 and again.cseq.method == "INVITE"
+    assert [v.branch for v in again.via] == [via.branch, "z9hG4bKbelow"]
+    assert again.top_via.host == "[2001:db8::1]"
+    # Same request otherwise: Request-URI, dialog identifiers, credentials, body.
+    assert str(again.uri) == str(out.uri)
+    assert (again.call_id, again.from_tag, again.to_tag) == ("retry-1@limen", "f1", None)
+    assert again.get("Proxy-Authorization") == out.get("Proxy-Authorization")
+    assert again.body == b"v=0\n" and again.get("Content-Length") == "4"
+    # The request it came from is untouched (it may still be retransmitted or CANCELled).
+    assert bytes(out) == OUTGOING and out.cseq.seq == 41
+
+
+def test_retry_takes_the_dialog_sequence_and_a_via_as_text() -> None:
+    out = parse_message(OUTGOING)
+    assert isinstance(out, Request)
+    retry = out.retry("SIP/2.0/TLS 192.0.2.10:5061;branch=z9hG4bKnew", seq=100)
+    assert retry.cseq.seq == 100 and retry.cseq.method == "INVITE"
+    assert retry.top_via.branch == "z9hG4bKnew" and len(retry.via) == 2
+
+
+def test_retry_of_a_request_with_one_via_and_the_cseq_limit() -> None:
+    req = Request(
+        "REGISTER",
+        "sip:pbx.example.com",
+        [
+            ("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa"),
+            ("From", "<sip:7000@pbx.example.com>;tag=t"),
+            ("To", "<sip:7000@pbx.example.com>"),
+            ("Call-ID", "reg-1"),
+            ("CSeq", "4294967294 REGISTER"),
+        ],
+    )
+    retry = req.retry("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKb")
+    assert retry.cseq.seq == 0xFFFFFFFF
+    assert [v.branch for v in retry.via] == ["z9hG4bKb"]
+    assert bytes(retry).startswith(b"REGISTER sip:pbx.example.com SIP/2.0\r\nVia: ")
+    # §8.1.1.5: CSeq is 32-bit; our own code asking for more is a usage error.
+    with pytest.raises(SipUsageError):
+        retry.retry("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKc")
+    with pytest.raises(SipUsageError):
+        req.retry("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKc", seq=-1)
