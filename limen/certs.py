@@ -46,11 +46,12 @@ import ipaddress
 import logging
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -60,7 +61,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 if TYPE_CHECKING:
     from limen.config import Settings
-    from limen.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +166,63 @@ def parse_san_list(
     return entries, problems
 
 
-def _store_of(core_or_store: Any) -> Store | None:
+class _Rows(Protocol):
+    def list(self) -> Iterable[Any]: ...
+
+
+class StoreView(Protocol):
+    """What this module uses of :class:`limen.store.Store` (ICPs, overrides, events).
+
+    A protocol rather than an import: the store imports this module (``limen init``
+    creates the API certificate), and certificates sit below the store in the layers.
+    """
+
+    @property
+    def icps(self) -> _Rows: ...
+
+    @property
+    def overrides(self) -> _Rows: ...
+
+    @property
+    def events(self) -> Any: ...  # alarms for expiring certificates (list, add)
+
+
+def _store_of(core_or_store: Any) -> StoreView | None:
     if core_or_store is None:
         return None
     store = getattr(core_or_store, "store", core_or_store)
     return store  # type: ignore[no-any-return]
 
 
-def override_san_items(store: Store | None) -> list[str]:
+def api_tls_paths(settings: Settings) -> tuple[str, str]:
+    """Certificate and key files of the admin API (configured, or under the data dir)."""
+    cert = settings.api.tls_cert or str(settings.data_path / "api.crt")
+    key = settings.api.tls_key or str(settings.data_path / "api.key")
+    return str(settings.resolve(cert)), str(settings.resolve(key))
+
+
+def api_host(settings: Settings, icps: Iterable[tuple[str, int]] = ()) -> str:
+    """Where the admin API listens: ``api.bind`` if set, else the LAN side only
+    (``sip.lan_ip``, else the local address the routing table uses toward the first ICP of
+    ``icps`` (address, port), else 127.0.0.1). Issue 10: the API is not on the internet
+    unless the administrator says so. (Here because the API certificate names that
+    address; :mod:`limen.ops.listeners` re-exports it.)"""
+    if settings.api.bind:
+        return settings.api.bind
+    if settings.sip.lan_ip:
+        return settings.sip.lan_ip
+    for address, port in icps:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.connect((address.strip("[]"), port))  # no packet: a routing lookup
+                return str(sock.getsockname()[0])
+        except OSError:
+            continue
+    return "127.0.0.1"
+
+
+def override_san_items(store: StoreView | None) -> list[str]:
     """The contents of the MBG-style SAN overrides rows, in sort order."""
     if store is None:
         return []
@@ -215,8 +264,6 @@ def api_lan_entries(
     """The LAN address the admin API listens on by default (issue 10: the API is on the
     LAN side), as an IP SAN of the API certificate, so the PBX and admins reach it there
     with Limen's CA and no extra name."""
-    from limen.ops.listeners import api_host
-
     store = _store_of(core_or_store)
     icps: list[tuple[str, int]] = []
     if store is not None:
@@ -468,8 +515,6 @@ SLOT_NAMES = ("sip", "provisioning", "api")
 
 def certificate_slots(settings: Settings) -> list[CertificateSlot]:
     """The three listeners' certificate files (same paths the listeners read)."""
-    from limen.store import api_tls_paths
-
     sip = settings.sip
     tls_dir = settings.data_path / "tls"
     if sip.tls_cert or sip.tls_key:

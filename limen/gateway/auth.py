@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from limen.gateway.respond import respond
 from limen.sip.addressing import Source
 from limen.sip.digest import DigestCredentials, DigestServer, VerifyResult, format_challenge
 from limen.sip.errors import SipParseError
@@ -186,11 +187,7 @@ class SetSideAuth:
     ) -> None:
         # Statelessly (TransactionLayer.respond_stateless): an unauthenticated request
         # costs one answer and no state, never a retransmitted transaction (no reflection).
-        to_tag = None if request.to_tag is not None else secrets.token_hex(6)
-        response = request.create_response(
-            status, None, to_tag=to_tag, headers=[*headers, *self.ctx.server_headers()]
-        )
-        self.ctx.stack.respond_stateless(txn, response)
+        respond(self.ctx, txn, request, status, None, headers, stateless=True)
 
 
 def _username(request: Request, proxy: bool) -> str:

@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from limen.config import Settings
-from limen.sip.addressing import Destination, Source, Transport
+from limen.gateway.sides import Side  # re-exported: most of the gateway imports it from here
+from limen.sip.addressing import Destination, Source, Transport, bracket
 from limen.sip.grammar import Params
 from limen.sip.headers import NameAddr, Via
 from limen.sip.transaction import new_via
@@ -33,11 +33,6 @@ if TYPE_CHECKING:
     from limen.gateway.stack import SipStack
 
 log = logging.getLogger("limen.gateway")
-
-
-class Side(StrEnum):
-    SET = "set"  # toward the phones
-    ICP = "icp"  # toward the PBX
 
 
 @dataclass
@@ -120,8 +115,7 @@ class LocalAddresses:
         )
 
     def _bracketed(self, side: Side) -> str:
-        host = self.host(side)
-        return f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return bracket(self.host(side))
 
 
 def route_source_address(host: str, port: int = 5060) -> str | None:

@@ -25,9 +25,9 @@ the UDP 5-tuple) was the one that passed digest at REGISTER time.
 
 from __future__ import annotations
 
-import secrets
 from typing import TYPE_CHECKING, Protocol
 
+from limen.gateway.respond import respond
 from limen.sip.addressing import Source, Transport
 from limen.sip.message import Request
 from limen.sip.transaction import ServerTransaction
@@ -126,8 +126,4 @@ class SetSideGate:
         return device
 
     def _refuse(self, txn: ServerTransaction, request: Request) -> None:
-        to_tag = None if request.to_tag is not None else secrets.token_hex(6)
-        response = request.create_response(
-            403, None, to_tag=to_tag, headers=self.ctx.server_headers()
-        )
-        self.ctx.stack.respond_stateless(txn, response)
+        respond(self.ctx, txn, request, 403, stateless=True)

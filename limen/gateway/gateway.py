@@ -14,12 +14,12 @@ yet answer 501, so the day-one behaviour holds until they land.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Iterable
 from typing import Protocol
 
 from limen.gateway.context import GatewayContext, Side, side_of
 from limen.gateway.options import ALLOWED_METHODS, allow_header, capabilities
+from limen.gateway.respond import respond
 from limen.sip.addressing import Source
 from limen.sip.message import Request, Response
 from limen.sip.transaction import ServerTransaction
@@ -139,7 +139,4 @@ class Gateway:
     ) -> None:
         # Statelessly: what the gateway answers by itself (malformed or unsupported
         # requests, pings) comes before any authentication and must cost no state.
-        extra = [*headers, *self.ctx.server_headers()]
-        to_tag = None if request.to_tag is not None else secrets.token_hex(6)
-        response = request.create_response(status, reason, to_tag=to_tag, headers=extra)
-        self.ctx.stack.respond_stateless(txn, response)
+        respond(self.ctx, txn, request, status, reason, headers, stateless=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from limen.gateway.context import Side
+from limen.gateway.sides import Side
 
 
 @dataclass(frozen=True, slots=True)

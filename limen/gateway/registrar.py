@@ -39,7 +39,6 @@ import hashlib
 import hmac
 import logging
 import random
-import secrets
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +47,7 @@ from typing import TYPE_CHECKING
 
 from limen.gateway.auth import SetSideAuth, derive_secret
 from limen.gateway.context import GatewayContext, Side
+from limen.gateway.respond import respond
 from limen.sip.addressing import Destination, Source, Transport
 from limen.sip.errors import SipParseError
 from limen.sip.headers import NameAddr, parse_name_addr
@@ -411,11 +411,7 @@ class Registrar:
         reason: str | None,
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
-        to_tag = None if request.to_tag is not None else secrets.token_hex(6)
-        response = request.create_response(
-            status, reason, to_tag=to_tag, headers=[*headers, *self.ctx.server_headers()]
-        )
-        self.ctx.stack.respond(txn, response)
+        respond(self.ctx, txn, request, status, reason, headers, stateless=False)
 
     @staticmethod
     def _to_row(binding: Binding, wall_offset: float) -> StoredBinding:

@@ -8,8 +8,10 @@ device's ICP (RFC 3261 §10.2, Limen acting as the UA):
   IP literal, or a name located by RFC 3263 in :mod:`limen.gateway.icplink`);
 - Contact ``sip:<token>@<lan address>:<port>`` where the token is per device
   (:meth:`Registrar.contact_token`), so the PBX's INVITE maps back to the phone;
-- 401/407 answered with the ICP-side credentials (RFC 7616 client, nc counted per nonce),
-  once per challenge; 423 answered with the PBX's Min-Expires;
+- 401/407 answered with the ICP-side credentials (:class:`~limen.sip.digest.DigestClient`:
+  nc counted per nonce, a nonce answered once per request unless stale, at most
+  ``MAX_AUTH_ROUNDS`` per request; refreshes carry the held challenge's credentials from
+  the start); 423 answered with the PBX's Min-Expires;
 - refreshed on its own schedule (``icpside_reg_expiry``, granted value from the 200,
   refresh at 80-90 % with random jitter so restarts do not storm the PBX);
 - removed (``Expires: 0``) when the phone de-registers or its binding goes away.
@@ -33,8 +35,8 @@ from enum import StrEnum
 
 from limen.gateway.context import GatewayContext, Side, icp_destination
 from limen.gateway.stack import ClientEvent
-from limen.sip.addressing import Destination, Transport
-from limen.sip.digest import DigestChallenge, answer_challenge, format_credentials, select_challenge
+from limen.sip.addressing import Destination, Transport, bracket
+from limen.sip.digest import DigestClient
 from limen.sip.errors import SipParseError
 from limen.sip.message import Request, Response
 from limen.sip.transaction import ResponseReceived, TransactionTimeout
@@ -65,14 +67,18 @@ class UpstreamRegistration:
     state: UpstreamState = UpstreamState.PENDING
     expires: int = 0  # granted by the PBX
     failures: int = 0
-    auth_rounds: int = 0
-    challenge: DigestChallenge | None = None
-    proxy_challenge: bool = False
-    nonce_count: dict[str, int] = field(default_factory=dict)
+    auth: DigestClient = field(init=False)  # the ICP's challenge, answered with the device's
     timer: asyncio.TimerHandle | None = None
     requested: int = 0
     dest: Destination | None = None  # the target that answered: refreshes stick to it
     tried: list[Destination] = field(default_factory=list)  # failed over from, this round
+
+    def __post_init__(self) -> None:
+        self.auth = DigestClient(
+            self.device.icpside_username,
+            self.device.icpside_password,
+            max_rounds=MAX_AUTH_ROUNDS,
+        )
 
 
 class UpstreamRegistrar:
@@ -130,7 +136,7 @@ class UpstreamRegistrar:
         if reg.state in (UpstreamState.PENDING, UpstreamState.FAILED) and reg.cseq == 0:
             return  # nothing ever reached the PBX
         reg.state = UpstreamState.UNREGISTERING
-        reg.auth_rounds = 0
+        reg.auth.new_request()
         self._send(reg, expires=0)
 
     def close(self) -> None:
@@ -146,7 +152,7 @@ class UpstreamRegistrar:
             return
         reg.timer = None
         reg.state = UpstreamState.REGISTERING
-        reg.auth_rounds = 0
+        reg.auth.new_request()
         self._send(reg, expires=self.ctx.options.icpside_reg_expiry)
 
     def _icp(self, reg: UpstreamRegistration) -> IcpRecord | None:
@@ -155,9 +161,7 @@ class UpstreamRegistrar:
     def build_request(
         self, reg: UpstreamRegistration, icp: IcpRecord, dest: Destination, expires: int
     ) -> Request:
-        domain = icp.domain or icp.address
-        if ":" in domain and not domain.startswith("["):
-            domain = f"[{domain}]"
+        domain = bracket(icp.domain or icp.address)
         aor = f"sip:{reg.device.icpside_username}@{domain}"
         contact = self.ctx.addresses.contact(Side.ICP, dest.transport, user=reg.token)
         reg.cseq += 1
@@ -174,20 +178,11 @@ class UpstreamRegistrar:
         if self.ctx.settings.sip.server_header:
             headers.append(("User-Agent", self.ctx.settings.sip.server_header))
         request = Request("REGISTER", f"sip:{domain}", headers)
-        if reg.challenge is not None:
-            ch = reg.challenge
-            nc = reg.nonce_count.get(ch.nonce, 0) + 1
-            reg.nonce_count = {ch.nonce: nc}
-            creds = answer_challenge(
-                ch,
-                method="REGISTER",
-                uri=str(request.uri),
-                username=reg.device.icpside_username,
-                password=reg.device.icpside_password,
-                nc=nc,
-            )
-            name = "Proxy-Authorization" if reg.proxy_challenge else "Authorization"
-            request.add(name, format_credentials(creds))
+        # Every REGISTER is built afresh (a new CSeq and Via, and the target may have
+        # changed), so Request.retry has nothing to add here.
+        answer = reg.auth.authorization("REGISTER", str(request.uri))
+        if answer is not None:
+            request.add(answer.name, answer.value)
         return request
 
     def _send(self, reg: UpstreamRegistration, expires: int) -> None:
@@ -241,8 +236,7 @@ class UpstreamRegistrar:
             alternative,
         )
         reg.dest = alternative
-        reg.challenge = None  # a new server, a new challenge
-        reg.auth_rounds = 0
+        reg.auth.reset()  # a new server, a new challenge
         self._send(reg, expires)
         return True
 
@@ -271,34 +265,16 @@ class UpstreamRegistrar:
             reg.expires = self._granted(reg, response, expires)
             self._schedule(reg, self.refresh_delay(reg.expires))
             return
-        if status in (401, 407) and reg.auth_rounds < MAX_AUTH_ROUNDS:
-            try:
-                offered = (
-                    response.www_authenticate if status == 401 else response.proxy_authenticate
-                )
-            except SipParseError:
-                offered = []
-            challenge = select_challenge(offered)
-            previous = reg.challenge
-            if challenge is not None and (
-                previous is None
-                or challenge.nonce != previous.nonce
-                or challenge.stale
-                or reg.auth_rounds == 0
-            ):
-                reg.auth_rounds += 1
-                reg.challenge = challenge
-                reg.proxy_challenge = status == 407
-                reg.nonce_count.pop(challenge.nonce, None)
-                self._send(reg, expires)
-                return
+        if status in (401, 407) and reg.auth.on_challenge(response):
+            self._send(reg, expires)
+            return
         if status == 423 and not unregistering:
             try:
                 minimum = int(response.get("Min-Expires") or "0")
             except ValueError:
                 minimum = 0
             if minimum > expires:
-                reg.auth_rounds = 0
+                reg.auth.new_request()
                 self._send(reg, minimum)
                 return
         self._failed(reg, f"{status} {response.reason}", unregistering)
@@ -330,7 +306,7 @@ class UpstreamRegistrar:
             return
         reg.failures += 1
         reg.state = UpstreamState.FAILED
-        reg.challenge = None
+        reg.auth.reset()
         delay = self.backoff(reg.failures)
         log.warning("ICP-side registration of %s failed: %s; retry in %.0f s", who, what, delay)
         if reg.failures == 1:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from limen.certs import api_host
 from limen.config import Settings
 
 Proto = Literal["udp", "tcp"]
@@ -30,26 +31,6 @@ class PlannedListener:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.what} {self.proto.upper()} {host}:{self.port}"
-
-
-def api_host(settings: Settings, icps: Iterable[tuple[str, int]] = ()) -> str:
-    """Where the admin API listens: ``api.bind`` if set, else the LAN side only
-    (``sip.lan_ip``, else the local address the routing table uses toward the first ICP of
-    ``icps`` (address, port), else 127.0.0.1). Issue 10: the API is not on the internet
-    unless the administrator says so."""
-    if settings.api.bind:
-        return settings.api.bind
-    if settings.sip.lan_ip:
-        return settings.sip.lan_ip
-    for address, port in icps:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        try:
-            with socket.socket(family, socket.SOCK_DGRAM) as sock:
-                sock.connect((address.strip("[]"), port))  # no packet: a routing lookup
-                return str(sock.getsockname()[0])
-        except OSError:
-            continue
-    return "127.0.0.1"
 
 
 def planned_listeners(

@@ -38,6 +38,15 @@ class Transport(StrEnum):
 Address = tuple[str, int]  # (host literal without brackets, port)
 
 
+def bracket(host: str) -> str:
+    """The host as written in SIP (URIs, Via sent-by, Host of a URI built from an address):
+    an IPv6 literal in brackets (RFC 3261 §25.1 IPv6reference, RFC 5118 §4.5); anything
+    else, or an already bracketed literal, unchanged."""
+    if host.startswith("["):
+        return host
+    return f"[{host}]" if ":" in host else host
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     transport: Transport

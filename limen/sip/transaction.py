@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import ClassVar, Final
 
-from limen.sip.addressing import Destination, Source, Transport
+from limen.sip.addressing import Destination, Source, Transport, bracket
 from limen.sip.errors import SipParseError, SipUsageError
 from limen.sip.grammar import Params
 from limen.sip.headers import MAGIC_COOKIE, Via
@@ -265,8 +265,7 @@ def new_via(
 ) -> Via:
     """A Via for a request we originate: our sent-by, a new branch, and an empty ``rport``
     (RFC 3581 §3) so that answers come back through NATs."""
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"  # RFC 5118 §4.5: IPv6 references in sent-by are bracketed.
+    host = bracket(host)  # RFC 5118 §4.5: IPv6 references in sent-by are bracketed.
     items: list[tuple[str, str | None]] = [("branch", branch or new_branch())]
     if rport:
         items.append(("rport", None))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from limen.certs import api_tls_paths, ensure_self_signed
 from limen.config import Settings
 from limen.store import models
 from limen.store.db import make_engine, upgrade
@@ -86,21 +87,12 @@ def open_store(settings: Settings, *, migrate: bool = True) -> Store:
     return Store(engine, box)
 
 
-def api_tls_paths(settings: Settings) -> tuple[str, str]:
-    """Certificate and key files of the admin API (configured, or under the data dir)."""
-    cert = settings.api.tls_cert or str(settings.data_path / "api.crt")
-    key = settings.api.tls_key or str(settings.data_path / "api.key")
-    return str(settings.resolve(cert)), str(settings.resolve(key))
-
-
 def init_data(settings: Settings, admin_username: str = "admin") -> list[str]:
     """Create what a fresh installation needs; safe to run again. Returns lines to print:
     the key file (mode 0600), the database at the latest schema, the admin API
     certificate, and — only when no admin exists yet — a first admin with a generated
     password, printed once."""
     from pathlib import Path
-
-    from limen.certs import ensure_self_signed
 
     lines: list[str] = []
     settings.data_path.mkdir(parents=True, exist_ok=True)

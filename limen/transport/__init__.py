@@ -7,8 +7,8 @@ CRLF keepalives, keeps the connection table for reuse, enforces the limits of
 uvloop is used when the application runs the loop with it (``limen.app.run``).
 """
 
+from limen.sip.addressing import bracket
 from limen.transport.addresses import (
-    bracket,
     format_address,
     format_hostport,
     is_keepalive_datagram,

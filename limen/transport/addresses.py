@@ -11,7 +11,7 @@ import ipaddress
 import socket
 from typing import Any
 
-from limen.sip.addressing import Address, Transport
+from limen.sip.addressing import Address, Transport, bracket
 
 DEFAULT_PORTS = {Transport.UDP: 5060, Transport.TCP: 5060, Transport.TLS: 5061}
 
@@ -45,13 +45,6 @@ def unbracket(host: str) -> str:
     if len(host) >= 2 and host[0] == "[" and host[-1] == "]":
         return host[1:-1]
     return host
-
-
-def bracket(host: str) -> str:
-    """The host as written in SIP (URIs, Via): IPv6 literals in brackets (RFC 3261 §25.1)."""
-    if host.startswith("["):
-        return host
-    return f"[{host}]" if ":" in host else host
 
 
 def format_hostport(host: str, port: int | None) -> str:

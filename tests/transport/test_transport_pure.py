@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from limen.config import SipSettings
-from limen.sip.addressing import Address, Transport
+from limen.sip.addressing import Address, Transport, bracket
 from limen.transport.addresses import (
-    bracket,
     canonical_host,
     family_of,
     format_address,
