@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from limen.sip import Request, Response, parse_message
 from limen.sip.digest import (
     AuthAnswer,
     DigestChallenge,
     DigestClient,
     DigestServer,
     VerifyResult,
+    format_challenge,
     parse_credentials,
 )
 from limen.sip.errors import SipParseError, SipUsageError
@@ -98,6 +100,7 @@ def test_nonce_count_grows_per_nonce_across_requests() -> None:
         assert _verify(server, answer, T0 + i) is VerifyResult.OK
     assert counts == ["00000001", "00000002", "00000003"]
     # The server saw nc=3; sending nc=3 again would be a replay.
+    assert answer is not None
     assert _verify(server, answer, T0 + 4) is VerifyResult.REPLAY
 
 
@@ -163,3 +166,36 @@ def test_unusable_challenges_are_final_answers() -> None:
 def test_max_rounds_must_be_positive() -> None:
     with pytest.raises(SipUsageError):
         DigestClient("7000", "secret", max_rounds=0)
+
+
+def test_a_parsed_407_is_answered_and_the_retry_verifies() -> None:
+    """The whole path on real messages: a 407 from the wire, Request.retry, and the
+    server checking the retried request's Proxy-Authorization."""
+    server = _server()
+    invite = Request(
+        "INVITE",
+        "sip:7001@pbx",
+        [
+            ("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa"),
+            ("From", "<sip:7000@pbx>;tag=t"),
+            ("To", "<sip:7001@pbx>"),
+            ("Call-ID", "c1"),
+            ("CSeq", "1 INVITE"),
+        ],
+        b"v=0\r\n",
+    )
+    challenges = [("Proxy-Authenticate", format_challenge(ch)) for ch in server.challenges(T0)]
+    wire = bytes(invite.create_response(407, to_tag="x", headers=challenges))
+    response = parse_message(wire)
+    assert isinstance(response, Response)
+    client = DigestClient("7000", "secret")
+    assert client.on_challenge(response)
+    answer = client.authorization(invite.method, str(invite.uri), invite.body)
+    assert answer is not None
+    retry = invite.retry("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKb")
+    retry.set(answer.name, answer.value)
+    again = parse_message(bytes(retry))
+    assert isinstance(again, Request) and again.cseq.seq == 2
+    (creds,) = again.proxy_authorization
+    assert creds.algorithm == "SHA-256"
+    assert server.verify(creds, method="INVITE", now=T0, password="secret") is VerifyResult.OK
