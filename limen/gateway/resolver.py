@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from limen.sip.addressing import Destination, Transport
+from limen.sip.addressing import Destination, Transport, bracket
 
 log = logging.getLogger("limen.gateway.resolver")
 
@@ -76,8 +76,7 @@ class Target:
 
     @property
     def key(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.transport.value}:{host}:{self.port}"
+        return f"{self.transport.value}:{bracket(self.host)}:{self.port}"
 
     def destination(self) -> Destination:
         return Destination(self.transport, self.host, self.port)

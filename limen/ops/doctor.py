@@ -43,6 +43,7 @@ from typing import Literal
 
 from limen.config import Settings
 from limen.ops.listeners import PlannedListener, bind_error, describe_bind_error, planned_listeners
+from limen.sip.addressing import bracket
 from limen.store.options import GlobalOptions
 from limen.store.schemas import IcpRecord
 
@@ -114,8 +115,8 @@ class SipAnswer:
 
 def _options_request(host: str, port: int, transport: str, local: tuple[str, int]) -> bytes:
     branch = "z9hG4bK-doctor-" + secrets.token_hex(6)
-    via_host = f"[{local[0]}]" if ":" in local[0] else local[0]
-    target = f"[{host}]" if ":" in host else host
+    via_host = bracket(local[0])
+    target = bracket(host)
     lines = [
         f"OPTIONS sip:{target}:{port} SIP/2.0",
         f"Via: SIP/2.0/{transport.upper()} {via_host}:{local[1]};branch={branch};rport",
