@@ -29,7 +29,7 @@ from pylibsrtp import Session
 from limen.app import prepare, start
 from limen.config import ApiSettings, MediaSettings, ProvisioningSettings, Settings, SipSettings
 from limen.gateway.context import Side
-from limen.media import LegPolicy, LegSpec, MediaError, Security
+from limen.media import LegPolicy, LegSpec, MediaRefused, Security
 from limen.media.workers import WorkerPoolEngine
 
 pytestmark = pytest.mark.timeout(40)
@@ -184,10 +184,10 @@ async def test_calls_spread_over_workers_and_relay_both_ways(engine: WorkerPoolE
         # Re-offer on the same call stays on its worker; answer errors cross the channel.
         again = engine.offer("secure", "icp", sdp(secure.pbx.port, user="pbx", version=2))
         assert slice_of(engine, media_of(again).port) == engine.worker_of("secure")
-        with pytest.raises(MediaError) as info:
+        with pytest.raises(MediaRefused) as info:
             engine.answer("nobody", "icp", sdp(1000))
         assert info.value.status == 481
-        with pytest.raises(MediaError) as info:  # the worker refuses a plain phone (Require)
+        with pytest.raises(MediaRefused) as info:  # the worker refuses a plain phone (Require)
             engine.offer("refused", "set", sdp(secure.phone.port))
         assert info.value.status == 488 and engine.worker_of("refused") is None
 
@@ -274,7 +274,7 @@ async def test_full_slice_spills_to_the_other_worker_then_503() -> None:
         engine.offer("a", "set", sdp(phone.port), policy=plain)
         engine.offer("b", "set", sdp(phone.port), policy=plain)
         assert {engine.worker_of("a"), engine.worker_of("b")} == {0, 1}
-        with pytest.raises(MediaError) as info:
+        with pytest.raises(MediaRefused) as info:
             engine.offer("c", "set", sdp(phone.port), policy=plain)
         assert info.value.status == 503 and engine.worker_of("c") is None
         phone.close()
@@ -352,7 +352,7 @@ async def test_slow_worker_fails_requests_then_is_replaced() -> None:
         assert engine.query("slow")["legs"]["set"]["streams"][0]["packets"] == 0
         os.kill(pid, signal.SIGSTOP)  # now it stays stuck: three misses and it is replaced
         for _ in range(3):
-            with pytest.raises(MediaError):
+            with pytest.raises(MediaRefused):
                 engine.answer("slow", "icp", sdp(call.pbx.port, user="pbx", version=2))
         await wait_for(lambda: ended == ["slow"])
         await engine.wait_ready(20)
