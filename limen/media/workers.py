@@ -603,6 +603,19 @@ class WorkerPoolEngine:
                 raise TimeoutError("media workers not ready")
             await asyncio.sleep(0.01)
 
+    async def settled(self, call_id: str | None = None, timeout: float = 5.0) -> None:
+        """Until the worker owning ``call_id`` (None: every live worker) has done every
+        command sent so far. For tests and benchmarks that send media the moment the SDP
+        is back: in a real call the SDP crosses the network first, and the worker binds
+        the ports within that time."""
+        deadline = time.monotonic() + timeout
+        owner = self._owner.get(call_id) if call_id is not None else None
+        workers = [owner] if owner is not None else self.workers
+        while any(w.live and w.unacked for w in workers):
+            if time.monotonic() > deadline:
+                raise TimeoutError("media workers did not catch up")
+            await asyncio.sleep(0.002)
+
     def _time(self) -> float:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()

@@ -283,12 +283,12 @@ async def test_port_exhaustion_is_503_and_never_half_set() -> None:
 
 async def test_media_timeout_fires_once() -> None:
     b = await open_bridge("quiet", media_timeout=0.15)
-    fired: list[str] = []
-    b.relay.on_timeout = fired.append
+    fired: list[tuple[str, str]] = []
+    b.relay.on_timeout = lambda call_id, reason: fired.append((call_id, reason))
     try:
         await b.phone_to_pbx(range(2))
         await asyncio.sleep(0.5)
-        assert fired == ["quiet"]
+        assert fired == [("quiet", "media timeout")]
     finally:
         b.phone.close()
         b.pbx.close()

@@ -145,8 +145,11 @@ async def test_plain_retry_and_prefer_answer_without_crypto() -> None:
     offer = sdp(40000, crypto=[crypto_line(key)])
     first = media_of(relay.offer("p1", "set", offer))
     assert first.proto == "RTP/SAVP"
-    retry = media_of(relay.offer("p1", "set", offer, plain=True))
+    retry = media_of(relay.reoffer_plain("p1", "set", offer))
     assert retry.proto == "RTP/AVP" and retry.crypto == [] and retry.port == first.port
+    with pytest.raises(MediaRefused) as info:  # a retry needs the call it retries
+        relay.reoffer_plain("nobody", "set", offer)
+    assert info.value.status == 481
     await relay.close()
 
 
