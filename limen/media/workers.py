@@ -547,6 +547,7 @@ class WorkerPoolEngine:
         self._seq = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._monitor: asyncio.TimerHandle | None = None
+        self._check_due = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._lost_bytes: dict[str, int] = dict.fromkeys(self.legs, 0)
@@ -787,11 +788,16 @@ class WorkerPoolEngine:
         if self._closing:
             return
         interval = max(0.01, min(self.stats_interval, self.stall_timeout / 4))
+        self._check_due = self._time() + interval
         self._monitor = asyncio.get_running_loop().call_later(interval, self._check)
 
     def _check(self) -> None:
         try:
             now = self._time()
+            if now - self._check_due > self.stats_interval:
+                # This process was held up itself (the workers' messages are still unread
+                # in the channels): judge nobody on this round.
+                return
             for worker in self.workers:
                 if worker.live and worker.silence(now) > self.stall_timeout:
                     self._lose(
