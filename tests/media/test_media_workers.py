@@ -498,9 +498,32 @@ async def test_app_runs_the_relay_in_workers(tmp_path: Path) -> None:
         await wait_for(lambda: set_packets() == 2)
         assert toward_pbx.port != toward_phone.port
         app.media.delete("app-call")
+
+        # A worker lost: the gateway hears of its session (no call left: only a delete)
+        # and the alarm is an event in the store.
+        app.media.offer(
+            "doomed", Side.SET, sdp(phone.port, crypto=[crypto_line(new_key())]), device=None
+        )
+        doomed = engine.worker_of("doomed")
+        assert doomed is not None
+        victim = engine.workers[doomed].pid
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        await wait_for(lambda: engine.worker_of("doomed") is None)
+        await engine.wait_ready(20)
+        pids.append(engine.workers[doomed].pid)  # type: ignore[arg-type]
+
+        def media_alarms() -> list[str]:
+            return [
+                e.message
+                for e in app.core.store.events.list(kind="alarm")
+                if e.source == "media" and e.severity == "error"
+            ]
+
+        await wait_for(lambda: any(f"pid {victim}) died" in m for m in media_alarms()))
         phone.close()
         pbx.close()
     finally:
         await app.close()
-    assert len(pids) == 2
+    assert len(pids) == 3
     assert_reaped(pids)
