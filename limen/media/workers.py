@@ -176,7 +176,7 @@ class ControlEndpoint(Endpoint):
 
     __slots__ = ("remote_args", "remote_gen", "sent_gen")
 
-    def __init__(self, leg: str, index: int, port: int, *, latch: bool, activity: Activity):
+    def __init__(self, leg: str, index: int, port: int, *, latch: bool, activity: Activity) -> None:
         super().__init__(leg, index, port, latch=latch, activity=activity, time=_no_clock)
         self.remote_args: tuple[str | None, int, int | None] | None = None
         self.remote_gen = 0  # set_remote calls so far
