@@ -480,6 +480,7 @@ async def test_app_runs_the_relay_in_workers(tmp_path: Path) -> None:
         body = app.media.answer("app-call", Side.ICP, sdp(pbx.port, user="pbx"), device=None)
         toward_phone = media_of(body)
         assert toward_phone.proto == "RTP/SAVP"
+        await engine.settled("app-call")  # the worker bound the ports (in life: SDP's trip)
         phone.send(srtp_tx(key).protect(g711(1)), toward_phone.port)
         assert await pbx.receive(1) == [g711(1)]
         assert app.metrics is not None  # the metrics read the workers' byte counters
