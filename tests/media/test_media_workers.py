@@ -59,6 +59,7 @@ def unused_port_range(size: int) -> tuple[int, int]:
 def make_pool(workers: int = 2, size: int = 200, **options: float) -> WorkerPoolEngine:
     low, high = unused_port_range(size)
     options.setdefault("stats_interval", 0.1)
+    options.setdefault("call_stats_every", 1)
     return WorkerPoolEngine(
         [
             LegSpec(
@@ -496,7 +497,7 @@ async def test_app_runs_the_relay_in_workers(tmp_path: Path) -> None:
             stats = app.media.query("app-call") if app.media is not None else {}
             return int(stats["legs"]["set"]["streams"][0]["packets"])
 
-        await wait_for(lambda: set_packets() == 2)
+        await wait_for(lambda: set_packets() == 2, timeout=12.0)  # per-call stats: every 5 s
         assert toward_pbx.port != toward_phone.port
         app.media.delete("app-call")
 
