@@ -36,6 +36,7 @@ from limen.app import prepare, start
 from limen.config import ApiSettings, MediaSettings, ProvisioningSettings, Settings, SipSettings
 from limen.gateway.context import Side
 from limen.media import LegPolicy, LegSpec, MediaRefused, Security
+from limen.media import workers as workers_module
 from limen.media.workers import WorkerPoolEngine
 
 pytestmark = pytest.mark.timeout(40)
@@ -401,6 +402,34 @@ async def test_killed_worker_ends_its_calls_and_is_restarted() -> None:
             call.close()
         await engine.close()
         assert_reaped([p for p in pids if p is not None])
+
+
+async def test_a_slice_whose_worker_cannot_start_is_retired(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker that dies and cannot be started again (here: every new process exits at
+    once) is retried with backoff, then its slice is retired with an alarm; the pool goes
+    on with the other worker."""
+    engine = make_pool(max_start_failures=3)  # type: ignore[arg-type]
+    alarms: list[tuple[str, str]] = []
+    engine.on_alarm = lambda message, severity: alarms.append((message, severity))
+    await engine.start()
+    pids = [w.pid for w in engine.workers if w.pid is not None]
+    try:
+        monkeypatch.setattr(workers_module, "_WORKER_CODE", "import sys; sys.exit(3)")
+        os.kill(pids[0], signal.SIGKILL)
+        await wait_for(lambda: engine.workers[0].state == "retired", timeout=10)
+        assert "retired" in alarms[-1][0] and alarms[-1][1] == "error"
+        await engine.wait_ready(1)  # a retired slice is not waited for
+        call = await open_call(engine, "elsewhere")
+        try:
+            assert engine.worker_of("elsewhere") == 1
+            assert await call.phone_to_pbx(range(1, 3)) == [g711(s, 0xAAAA) for s in (1, 2)]
+        finally:
+            call.close()
+    finally:
+        await engine.close()
+        assert_reaped(pids)
 
 
 async def test_full_slice_spills_to_the_other_worker_then_503() -> None:
