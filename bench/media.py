@@ -148,7 +148,10 @@ def negotiated(toward_pbx: bytes, toward_phone: bytes) -> Setup:
 class Limen:
     name = "Limen"
 
-    def __init__(self, core: int) -> None:
+    def __init__(self, core: int, workers: int = 0) -> None:
+        if workers:
+            self.name = f"Limen-w{workers}"  # the relay in worker processes
+        self.worker_pids: list[int] = []
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.process = subprocess.Popen(
             [
@@ -156,6 +159,7 @@ class Limen:
                 str(HERE / "relay_process.py"),
                 f"--port-min={LIMEN_PORTS[0]}",
                 f"--port-max={LIMEN_PORTS[1]}",
+                f"--workers={workers}",
                 *(
                     ["--profile", os.environ["LIMEN_BENCH_PROFILE"]]
                     if os.environ.get("LIMEN_BENCH_PROFILE")
@@ -195,7 +199,12 @@ class Limen:
                 "pbx": [c.pbx_answer.decode() for c in calls],
             }
         )
+        self.worker_pids = [int(pid) for pid in reply.get("pids", [])]
         return [negotiated(a.encode(), b.encode()) for a, b in reply["calls"]]
+
+    def cpu(self) -> float:
+        """CPU seconds of the relay: this process and its workers."""
+        return sum(cpu_seconds(pid) for pid in (self.pid, *self.worker_pids))
 
     def clear(self, calls: list[Call]) -> dict[str, int]:
         dropped: dict[str, int] = self._request({"op": "clear"})["dropped"]
@@ -291,6 +300,9 @@ class Rtpengine:
             self.ng({"command": "delete", "call-id": call.call_id, "from-tag": "phone"})
         return {}
 
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
     def stop(self) -> None:
         self.ng.close()
         if self.process.poll() is None:
@@ -337,10 +349,10 @@ def run_step(
             gen.stdin.close()
             if gen.stdout.readline().strip() != b"measure-start":
                 raise RuntimeError("generator failed")
-            cpu0, t0 = cpu_seconds(engine.pid), time.monotonic()
+            cpu0, t0 = engine.cpu(), time.monotonic()
             if gen.stdout.readline().strip() != b"measure-end":
                 raise RuntimeError("generator failed")
-            cpu1, t1 = cpu_seconds(engine.pid), time.monotonic()
+            cpu1, t1 = engine.cpu(), time.monotonic()
             result: dict[str, Any] = json.loads(gen.stdout.readline())
             gen.wait(10)
         finally:
@@ -391,6 +403,13 @@ def main() -> None:
     parser.add_argument("--only", choices=["limen", "rtpengine"], help="run one engine")
     parser.add_argument("--json", help="also write all results to this file")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="also run Limen with its relay in N worker processes (WorkerPoolEngine, all "
+        "on the relay core: the cost of the split, not a scaling figure)",
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         default=-10 if os.geteuid() == 0 else 0,
@@ -416,6 +435,8 @@ def main() -> None:
     try:
         if args.only != "rtpengine":
             engines.append(Limen(relay_core))
+            if args.workers:
+                engines.append(Limen(relay_core, args.workers))
         if args.only != "limen":
             engines.append(Rtpengine(relay_core))
         print(HEADER, flush=True)
@@ -438,7 +459,7 @@ def main() -> None:
 
 
 def summary(results: list[dict[str, Any]]) -> None:
-    for name in ("Limen", "rtpengine"):
+    for name in sorted({r["engine"] for r in results}):
         ok = [
             r
             for r in results

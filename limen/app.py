@@ -35,7 +35,6 @@ from limen.gateway.calls import CALL_EXTENSIONS, CallController
 from limen.gateway.context import (
     Directory,
     GatewayContext,
-    LocalAddresses,
     local_addresses,
 )
 from limen.gateway.gateway import Gateway
@@ -43,10 +42,10 @@ from limen.gateway.guard import Guard, ban_line
 from limen.gateway.history import GatewayView, RecentCalls, SipHistory
 from limen.gateway.icplink import IcpLinks
 from limen.gateway.keepalive import Keepalive
-from limen.gateway.media import PassthroughMedia
+from limen.gateway.media import PassthroughMedia, RelayMedia
+from limen.gateway.media_setup import create_relay_media
 from limen.gateway.metrics import GatewayMetrics, Readings
 from limen.gateway.registrar import Registrar
-from limen.gateway.relay import RelayMedia, create_relay_media
 from limen.gateway.stack import SipStack
 from limen.gateway.upstream import UpstreamRegistrar
 from limen.ops.listeners import api_host
@@ -231,7 +230,7 @@ async def start(settings: Settings) -> RunningApp:
 
     transport.on_message = receive
     addresses = local_addresses(settings, directory)
-    relay = _media_relay(settings, addresses, directory, core) if settings.media.relay else None
+    relay = create_relay_media(settings, addresses, directory) if settings.media.relay else None
     ctx = GatewayContext(
         settings=settings,
         stack=stack,
@@ -253,7 +252,8 @@ async def start(settings: Settings) -> RunningApp:
     keepalive = Keepalive(ctx, registrar, max_misses=sip.keepalive_misses)
     calls = CallController(ctx, auth=registrar.auth, registrar=registrar)
     if relay is not None:
-        relay.on_timeout = calls.media_timeout  # no media: BYE both legs
+        relay.on_timeout = calls.media_timeout  # no media, or its worker lost: BYE both legs
+        relay.engine.on_alarm = _alarm_recorder(core)
     stack.tu = Gateway(ctx, registrar=registrar, calls=calls, supported=CALL_EXTENSIONS)
     app = RunningApp(
         settings,
@@ -505,12 +505,8 @@ def _gateway_metrics(
         media_bytes: dict[str, int] = {}
         drops: dict[str, int] = {}
         if relay is not None:
-            counted = getattr(relay.engine, "bytes_received", None)
-            if counted is not None:
-                media_bytes = counted()
-            dropped = getattr(relay.engine, "drops", None)  # in-process relay only, so far
-            if dropped is not None:
-                drops = dropped()
+            media_bytes = relay.engine.bytes_received()
+            drops = relay.engine.drops()
         return Readings(
             active_calls=calls.active_calls,
             active_connections=transport.connection_count,
@@ -532,19 +528,6 @@ def _gateway_metrics(
         )
 
     return GatewayMetrics(read, calls=calls.snapshot)
-
-
-def _media_relay(
-    settings: Settings, addresses: LocalAddresses, directory: Directory, core: Core
-) -> RelayMedia:
-    """The in-process media relay; per-device SRTP/codec overrides come from the store."""
-    store = core.store
-
-    def device_overrides(guid: str) -> tuple[str | None, str | None]:
-        device = store.devices.get(guid)
-        return device.set_side_rtp_security, device.setside_codec
-
-    return create_relay_media(settings, addresses, directory, device_overrides)
 
 
 _CONFIG_RESOURCES = frozenset({"icp", "device", "options"})
@@ -584,6 +567,16 @@ def _event_recorder(core: Core, source: str) -> Callable[[str, str, str], None]:
         loop.run_in_executor(None, write)
 
     return record
+
+
+def _alarm_recorder(core: Core) -> Callable[[str, str], None]:
+    """The media engine's alarms (a worker stalled, died, restarted) as events."""
+    record = _event_recorder(core, "media")
+
+    def alarm(message: str, severity: str) -> None:
+        record(message, severity, "alarm" if severity == "error" else "event")
+
+    return alarm
 
 
 def _directory_reloader(

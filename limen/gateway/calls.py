@@ -66,7 +66,7 @@ from urllib.parse import quote, unquote
 from limen.gateway.admission import CallAdmission, Limits
 from limen.gateway.context import GatewayContext, Side, icp_destination, side_of
 from limen.gateway.gate import Authenticator, SetSideGate
-from limen.gateway.media import MediaRefused, PassthroughMedia
+from limen.gateway.media import MediaRefused
 from limen.sip.addressing import Destination, Source, Transport
 from limen.sip.dialog import Dialog, new_call_id, new_tag
 from limen.sip.digest import answer_challenge, format_credentials, select_challenge
@@ -1094,7 +1094,7 @@ class CallController:
             or not relay.offer_in_request
             or not is_sdp(out)
             or b"RTP/SAVP" not in out.body
-            or isinstance(self.ctx.media, PassthroughMedia)
+            or not self.ctx.media.relays
         ):
             return False
         call = relay.call

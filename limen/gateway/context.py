@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from limen.config import Settings
 from limen.gateway.sides import Side  # re-exported: most of the gateway imports it from here
@@ -35,6 +36,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("limen.gateway")
 
 
+# DeviceRecord fields that override a global option of the same name (None: the global).
+DEVICE_OVERRIDES = (
+    "challenge_methods",
+    "options_hb",
+    "heartbeat_interval",
+    "prack_support",
+    "set_side_rtp_security",
+    "setside_codec",
+    "rtpframesize",
+    "max_calls",
+    "max_call_attempts",
+)
+_NO_OVERRIDES: Mapping[str, Any] = {}
+
+
 @dataclass
 class Directory:
     """Configuration the gateway reads on every message, cached from the store."""
@@ -47,6 +63,8 @@ class Directory:
     # Resolved target addresses of ICPs addressed by name (issue 15), by ICP guid; kept
     # across reloads (the ICP links update them when a name resolves again).
     _icp_targets: dict[str, list[str]] = field(default_factory=dict)
+    # Per-device overrides of the global options (only the fields a device sets), by guid.
+    _overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, store: Store) -> Directory:
@@ -60,6 +78,19 @@ class Directory:
         self.devices = {dev.guid: dev for dev in store.devices.all_credentials()}
         self._by_setside = {d.setside_username.lower(): d for d in self.devices.values()}
         self._icp_by_host = {icp.address.lower().strip("[]"): icp for icp in self.icps.values()}
+        self._overrides = {
+            record.guid: {
+                name: value
+                for name in DEVICE_OVERRIDES
+                if (value := getattr(record, name)) is not None
+            }
+            for record in store.devices.list()
+        }
+
+    def overrides(self, device_guid: str) -> Mapping[str, Any]:
+        """The device's overrides of the global options ({} for none, or an unknown
+        device), from memory: the hot path never reads the store for them."""
+        return self._overrides.get(device_guid, _NO_OVERRIDES)
 
     def device_by_setside(self, username: str) -> DeviceCredentials | None:
         return self._by_setside.get(username.lower())

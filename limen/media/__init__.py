@@ -7,17 +7,18 @@ Leg names are plain strings chosen by the caller (the gateway uses ``"set"`` and
 ``"icp"``); nothing here knows what a phone or a PBX is beyond :class:`LegSpec`.
 """
 
-from limen.media.engine import MediaEngine, TimeoutCallback
-from limen.media.errors import MediaError
+from limen.media.engine import AlarmCallback, MediaEngine, TimeoutCallback
+from limen.media.errors import MediaRefused
 from limen.media.policy import LegPolicy, LegSpec, Security
 from limen.media.ports import PortPool
 from limen.media.relay import MediaRelay
 
 __all__ = [
+    "AlarmCallback",
     "LegPolicy",
     "LegSpec",
     "MediaEngine",
-    "MediaError",
+    "MediaRefused",
     "MediaRelay",
     "PortPool",
     "Security",

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from limen.media.errors import MediaError
+from limen.media.errors import MediaRefused
 from limen.media.policy import LegPolicy, LegSpec, Security
 from limen.media.stream import Activity, Endpoint
 from limen.sdp import (
@@ -185,7 +185,7 @@ def apply_offer(
     """Process ``offer`` from ``from_leg``; return the offer for the other leg.
 
     ``available``: port pairs the allocator has left (checked before allocating any).
-    Raises :class:`MediaError` (488, 503) before changing anything, except that endpoints
+    Raises :class:`MediaRefused` (488, 503) before changing anything, except that endpoints
     allocated for new m= lines are released again on failure.
     """
     a, b = call.legs[from_leg], call.other(from_leg)
@@ -203,20 +203,20 @@ def apply_offer(
         if ok and media.secure:
             crypto = choose_crypto(media.crypto, a.policy.suites)
             if crypto is None:
-                raise MediaError(488, "SRTP offered without a usable SDES key")
+                raise MediaRefused(488, "SRTP offered without a usable SDES key")
         elif ok and a.policy.security is Security.REQUIRE:
-            raise MediaError(488, "SRTP required")
+            raise MediaRefused(488, "SRTP required")
         relayed.append(ok)
         filtered.append(copy)
         chosen.append(crypto)
     if not any(relayed):
         if keep is not None and any(m.is_rtp and not m.rejected for m in offer.media):
-            raise MediaError(488, "no allowed codec offered")
-        raise MediaError(488, "no RTP stream to relay")
+            raise MediaRefused(488, "no allowed codec offered")
+        raise MediaRefused(488, "no RTP stream to relay")
     # Phase 2: allocate endpoints for new m= lines (all or nothing).
     needed = sum(1 for i, ok in enumerate(relayed) if ok and a.endpoint(i) is None)
     if 2 * needed > available:
-        raise MediaError(503, "no media ports left")
+        raise MediaRefused(503, "no media ports left")
     new: list[Endpoint] = []
     try:
         for index, ok in enumerate(relayed):
@@ -231,7 +231,7 @@ def apply_offer(
             ea, eb = a.endpoints[index], b.endpoints[index]
             assert ea is not None and eb is not None
             ea.peer, eb.peer = eb, ea
-    except MediaError:
+    except MediaRefused:
         for endpoint in new:
             for leg in (a, b):
                 if endpoint in leg.endpoints:
@@ -291,9 +291,9 @@ def apply_answer(
     offerer. Can be applied more than once (provisional and final answers)."""
     pending = call.offer
     if pending is None or pending.from_leg == from_leg:
-        raise MediaError(488, "answer without an offer")
+        raise MediaRefused(488, "answer without an offer")
     if len(answer.media) != len(pending.protos):
-        raise MediaError(488, "answer does not match the offer's m= lines")
+        raise MediaRefused(488, "answer does not match the offer's m= lines")
     b, a = call.legs[from_leg], call.legs[pending.from_leg]
     # Phase 1: check the SRTP outcome of every stream before changing anything.
     accepted: list[tuple[CryptoAttribute, CryptoAttribute] | None] = []
@@ -304,9 +304,9 @@ def apply_answer(
             if media.secure:
                 match = accepted_crypto(eb.crypto_offered, media.crypto)
                 if match is None:
-                    raise MediaError(488, "SRTP answer does not match our offer")
+                    raise MediaRefused(488, "SRTP answer does not match our offer")
             elif eb.crypto_offered and b.policy.security is Security.REQUIRE:
-                raise MediaError(488, "SRTP required")
+                raise MediaRefused(488, "SRTP required")
         accepted.append(match)
     out = answer.copy()
     for index, media in enumerate(answer.media):

@@ -7,7 +7,7 @@ before the endpoint is attached wait in the kernel's socket buffer.
 
 Media timeout: a timer every ``min(1 s, timeout / 4)`` looks for calls whose endpoints saw
 no packet for ``media_timeout`` seconds (``hold_timeout`` while a leg holds) and calls
-``on_timeout(call_id)`` once per call; the gateway then sends BYE on both legs and calls
+``on_timeout(call_id, reason)`` once per call; the gateway then sends BYE on both legs and calls
 ``delete``. :meth:`MediaRelay.expired` is the sans-IO part (explicit ``now``).
 """
 
@@ -29,8 +29,8 @@ from limen.media.call import (
     release_all,
     stream_stats,
 )
-from limen.media.engine import TimeoutCallback
-from limen.media.errors import MediaError
+from limen.media.engine import AlarmCallback, TimeoutCallback
+from limen.media.errors import MediaRefused
 from limen.media.policy import LegPolicy, LegSpec
 from limen.media.ports import PortPool
 from limen.media.stream import Endpoint
@@ -114,6 +114,7 @@ class MediaRelay:
         self.media_timeout = media_timeout
         self.hold_timeout = hold_timeout
         self.on_timeout: TimeoutCallback | None = None
+        self.on_alarm: AlarmCallback | None = None  # nothing here to alarm about (one process)
         self.calls: dict[str, MediaCall] = {}
         self._bindings: dict[int, _Binding] = {}  # by id(endpoint)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,11 +160,34 @@ class MediaRelay:
         sdp: bytes,
         *,
         policy: Mapping[str, LegPolicy] | None = None,
-        plain: bool = False,
     ) -> bytes:
         """SDP offered by ``from_leg`` → the SDP to offer the other leg (new call or
-        re-offer). ``plain=True``: offer plain RTP/AVP to the other leg whatever its policy
-        (the retry after a 488/606 to an SRTP offer under "Prefer")."""
+        re-offer)."""
+        return self._offer(call_id, from_leg, sdp, policy, plain=False)
+
+    def reoffer_plain(
+        self,
+        call_id: str,
+        from_leg: str,
+        sdp: bytes,
+        *,
+        policy: Mapping[str, LegPolicy] | None = None,
+    ) -> bytes:
+        """The same offer, plain RTP/AVP toward the other leg whatever its policy (the
+        retry after a 488/606 to an SRTP offer under "Prefer"), on the same ports."""
+        if call_id not in self.calls:
+            raise MediaRefused(481, "no such media session")
+        return self._offer(call_id, from_leg, sdp, policy, plain=True)
+
+    def _offer(
+        self,
+        call_id: str,
+        from_leg: str,
+        sdp: bytes,
+        policy: Mapping[str, LegPolicy] | None,
+        *,
+        plain: bool,
+    ) -> bytes:
         if from_leg not in self.legs:
             raise ValueError(f"unknown leg {from_leg!r}")
         parsed = self._parse(sdp)
@@ -185,7 +209,7 @@ class MediaRelay:
                 release=self._release,
                 available=self.pool.available,
             )
-        except MediaError:
+        except MediaRefused:
             if created:
                 release_all(call, self._release)
             raise
@@ -197,7 +221,7 @@ class MediaRelay:
     def answer(self, call_id: str, from_leg: str, sdp: bytes) -> bytes:
         call = self.calls.get(call_id)
         if call is None:
-            raise MediaError(481, "no such media session")
+            raise MediaRefused(481, "no such media session")
         out = apply_answer(call, from_leg, self._parse(sdp), now=self._time())
         return bytes(out)
 
@@ -288,7 +312,7 @@ class MediaRelay:
                 log.info("media %s: no media, timing out", call_id)
                 if self.on_timeout is not None:
                     try:
-                        self.on_timeout(call_id)
+                        self.on_timeout(call_id, "media timeout")
                     except Exception:
                         log.exception("media %s: timeout callback failed", call_id)
         finally:
@@ -301,42 +325,58 @@ class MediaRelay:
         try:
             return parse_sdp(sdp)
         except SdpParseError as exc:
-            raise MediaError(488, f"bad SDP: {exc}") from None
+            raise MediaRefused(488, f"bad SDP: {exc}") from None
 
     def _allocate(self, call: MediaCall, leg: Leg, index: int) -> Endpoint:
-        loop = self._get_loop()
-        spec = leg.spec
-        family = socket.AF_INET6 if ":" in spec.bind else socket.AF_INET
         for _ in range(self.pool.capacity):
             port = self.pool.take()
             if port is None:
                 break
-            sockets: list[socket.socket] = []
-            try:
-                for number in (port, port + 1):
-                    sock = socket.socket(family, socket.SOCK_DGRAM)
-                    sockets.append(sock)
-                    sock.setblocking(False)
-                    sock.bind((spec.bind, number))
-            except OSError:
-                for sock in sockets:
-                    sock.close()
-                self.pool.release(port)  # to the end of the queue: try the next pair
-                continue
-            endpoint = Endpoint(
-                spec.name,
-                index,
-                port,
-                latch=spec.latch,
-                activity=call.activity,
-                time=loop.time,
-            )
-            binding = _Binding(endpoint, sockets, functools.partial(self.pool.release, port))
-            self._bindings[id(endpoint)] = binding
-            self._attach(loop, binding, sockets[0], endpoint.receive_rtp, False)
-            self._attach(loop, binding, sockets[1], endpoint.receive_rtcp, True)
-            return endpoint
-        raise MediaError(503, "no media ports left")
+            endpoint = self.bind_endpoint(call, leg.spec, index, port)
+            if endpoint is not None:
+                return endpoint
+            self.pool.release(port)  # to the end of the queue: try the next pair
+        raise MediaRefused(503, "no media ports left")
+
+    def bind_endpoint(
+        self,
+        call: MediaCall,
+        spec: LegSpec,
+        index: int,
+        port: int,
+        on_closed: Callable[[], None] | None = None,
+    ) -> Endpoint | None:
+        """Bind ``port`` and ``port + 1`` and attach them to the loop: the endpoint, or
+        None when the pair cannot be bound (some other program holds a port).
+        ``on_closed``: called once both sockets are really closed (default: the pair goes
+        back to this relay's pool)."""
+        loop = self._get_loop()
+        family = socket.AF_INET6 if ":" in spec.bind else socket.AF_INET
+        sockets: list[socket.socket] = []
+        try:
+            for number in (port, port + 1):
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                sockets.append(sock)
+                sock.setblocking(False)
+                sock.bind((spec.bind, number))
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            return None
+        endpoint = Endpoint(
+            spec.name,
+            index,
+            port,
+            latch=spec.latch,
+            activity=call.activity,
+            time=loop.time,
+        )
+        closed = on_closed if on_closed is not None else functools.partial(self.pool.release, port)
+        binding = _Binding(endpoint, sockets, closed)
+        self._bindings[id(endpoint)] = binding
+        self._attach(loop, binding, sockets[0], endpoint.receive_rtp, False)
+        self._attach(loop, binding, sockets[1], endpoint.receive_rtcp, True)
+        return endpoint
 
     @staticmethod
     def _attach(

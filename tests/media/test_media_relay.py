@@ -21,7 +21,7 @@ from media_support import (
 )
 from pylibsrtp import Session
 
-from limen.media import MediaError, MediaRelay
+from limen.media import MediaRefused, MediaRelay
 from limen.media.policy import LegPolicy, Security
 from limen.rtp import ReportBlock, RtcpReceiverReport, RtcpSenderReport, ntp_compact
 
@@ -266,12 +266,12 @@ async def test_port_exhaustion_is_503_and_never_half_set() -> None:
     two_streams = sdp(40000, crypto=[crypto_line(new_key())]) + (
         b"m=audio 40002 RTP/SAVP 0\r\na=crypto:" + crypto_line(new_key()).encode() + b"\r\n"
     )
-    with pytest.raises(MediaError) as info:
+    with pytest.raises(MediaRefused) as info:
         relay.offer("big", "set", two_streams)
     assert info.value.status == 503
     assert relay.pool.in_use == 0 and not relay.calls
     relay.offer("a", "set", sdp(40000, crypto=[crypto_line(new_key())]))
-    with pytest.raises(MediaError) as info:
+    with pytest.raises(MediaRefused) as info:
         relay.offer("b", "set", sdp(40000, crypto=[crypto_line(new_key())]))
     assert info.value.status == 503
     assert relay.pool.in_use == 2 and set(relay.calls) == {"a"}
@@ -283,12 +283,12 @@ async def test_port_exhaustion_is_503_and_never_half_set() -> None:
 
 async def test_media_timeout_fires_once() -> None:
     b = await open_bridge("quiet", media_timeout=0.15)
-    fired: list[str] = []
-    b.relay.on_timeout = fired.append
+    fired: list[tuple[str, str]] = []
+    b.relay.on_timeout = lambda call_id, reason: fired.append((call_id, reason))
     try:
         await b.phone_to_pbx(range(2))
         await asyncio.sleep(0.5)
-        assert fired == ["quiet"]
+        assert fired == [("quiet", "media timeout")]
     finally:
         b.phone.close()
         b.pbx.close()

@@ -7,7 +7,7 @@ import re
 import pytest
 from media_support import crypto_line, make_relay, media_of, new_key, sdp
 
-from limen.media import LegPolicy, MediaError, Security
+from limen.media import LegPolicy, MediaRefused, Security
 
 
 def normalise(body: bytes) -> str:
@@ -104,7 +104,7 @@ async def test_origin_version_bumps_only_on_change() -> None:
 async def test_plain_phone_offer_refused_under_require() -> None:
     relay = make_relay()
     await relay.start()
-    with pytest.raises(MediaError) as info:
+    with pytest.raises(MediaRefused) as info:
         relay.offer("r1", "set", sdp(40000))
     assert info.value.status == 488
     assert relay.pool.in_use == 0 and not relay.calls
@@ -118,7 +118,7 @@ async def test_dtls_only_offer_refused() -> None:
     relay = make_relay()
     await relay.start()
     body = sdp(40000).replace(b"RTP/AVP", b"UDP/TLS/RTP/SAVP") + b"a=fingerprint:sha-256 AB\r\n"
-    with pytest.raises(MediaError) as info:
+    with pytest.raises(MediaRefused) as info:
         relay.offer("r2", "set", body)
     assert info.value.status == 488
     await relay.close()
@@ -131,7 +131,7 @@ async def test_codec_policy_filters_and_refuses() -> None:
     out = relay.offer("c1", "icp", sdp(41000, codecs="9 0 101", user="pbx"), policy=g711)
     text = out.decode()
     assert "m=audio" in text and " RTP/SAVP 0 101\r\n" in text and "G722" not in text
-    with pytest.raises(MediaError) as info:
+    with pytest.raises(MediaRefused) as info:
         relay.offer("c2", "icp", sdp(41000, codecs="9 18", user="pbx"), policy=g711)
     assert info.value.status == 488
     assert set(relay.calls) == {"c1"}
@@ -145,8 +145,11 @@ async def test_plain_retry_and_prefer_answer_without_crypto() -> None:
     offer = sdp(40000, crypto=[crypto_line(key)])
     first = media_of(relay.offer("p1", "set", offer))
     assert first.proto == "RTP/SAVP"
-    retry = media_of(relay.offer("p1", "set", offer, plain=True))
+    retry = media_of(relay.reoffer_plain("p1", "set", offer))
     assert retry.proto == "RTP/AVP" and retry.crypto == [] and retry.port == first.port
+    with pytest.raises(MediaRefused) as info:  # a retry needs the call it retries
+        relay.reoffer_plain("nobody", "set", offer)
+    assert info.value.status == 481
     await relay.close()
 
 
@@ -154,7 +157,7 @@ async def test_icp_require_refuses_plain_answer() -> None:
     relay = make_relay(icp_security=Security.REQUIRE)
     await relay.start()
     relay.offer("q1", "set", sdp(40000, crypto=[crypto_line(new_key())]))
-    with pytest.raises(MediaError) as info:
+    with pytest.raises(MediaRefused) as info:
         relay.answer("q1", "icp", sdp(41000, user="pbx"))
     assert info.value.status == 488
     await relay.close()

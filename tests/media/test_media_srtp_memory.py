@@ -8,8 +8,8 @@ import pytest
 from media_support import crypto_line, make_relay, media_of, new_key, sdp
 
 from limen.gateway.context import Side
-from limen.gateway.media import MediaRefused
-from limen.gateway.relay import RelayMedia, SrtpRefusals
+from limen.gateway.media import RelayMedia, SrtpRefusals
+from limen.media import MediaRefused
 from limen.store.options import GlobalOptions
 
 
