@@ -84,9 +84,8 @@ from limen.sip.transaction import (
 from limen.sip.uri import SipUri, Uri
 
 if TYPE_CHECKING:
-    import asyncio
-
     from limen.gateway.stack import ClientEvent
+    from limen.gateway.timers import TimerHandle
     from limen.store.schemas import DeviceCredentials, IcpRecord
 
 log = logging.getLogger("limen.gateway.calls")
@@ -296,8 +295,8 @@ class Relay:
     answered_nonces: set[str] = field(default_factory=set)
     plain_retry: bool = False  # our SRTP offer was refused; sent again as plain RTP/AVP
     cancel_pending: bool = False
-    timer_c: asyncio.TimerHandle | None = None
-    retransmit: asyncio.TimerHandle | None = None
+    timer_c: TimerHandle | None = None
+    retransmit: TimerHandle | None = None
     retransmit_interval: float = 0.0
     retransmit_deadline: float = 0.0
     failed_over: list[Destination] = field(default_factory=list)  # ICP targets that failed
@@ -361,7 +360,6 @@ class CallController:
         self._legs: dict[tuple[str, str], Leg] = {}  # (Call-ID, our tag) → leg
         self._by_call_id: dict[str, list[Leg]] = {}
         self._relays: dict[ServerTransaction, Relay] = {}
-        self._timers: set[asyncio.TimerHandle] = set()
         self.calls_started = 0
         self.calls_failed = 0
         # Told about every call that ends, with its outcome (the console's recent calls).
@@ -429,9 +427,9 @@ class CallController:
                 return
 
     def close(self) -> None:
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
+        """Stop the calls' timers (they live on the stack's clock, :meth:`_later`)."""
+        for relay in self._relays.values():
+            self._stop_timers(relay)
 
     def media_timeout(self, key: str) -> None:
         """The relay saw no media for the call ``key`` (``RelayMedia.on_timeout``): BYE on
@@ -1281,8 +1279,13 @@ class CallController:
     def _stop_retransmit(self, relay: Relay) -> None:
         if relay.retransmit is not None:
             relay.retransmit.cancel()
-            self._timers.discard(relay.retransmit)
             relay.retransmit = None
+
+    def _stop_timers(self, relay: Relay) -> None:
+        self._stop_retransmit(relay)
+        if relay.timer_c is not None:
+            relay.timer_c.cancel()
+            relay.timer_c = None
 
     # -- Timer C, CANCEL -----------------------------------------------------------------------
     def _on_timer_c(self, relay: Relay) -> None:
@@ -1440,19 +1443,9 @@ class CallController:
         except SipError as exc:
             log.debug("cannot send %s: %s", request.method, exc)
 
-    def _later(self, delay: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
-        handle: asyncio.TimerHandle
-
-        def run() -> None:
-            self._timers.discard(handle)
-            try:
-                callback()
-            except Exception:
-                log.exception("call timer failed")
-
-        handle = self.ctx.stack.loop.call_later(delay, run)
-        self._timers.add(handle)
-        return handle
+    def _later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
+        """A deadline on the stack's clock (a callback that raises is logged there)."""
+        return self.ctx.stack.later(delay, callback)
 
 
 def _phone_host(call: Call) -> str | None:
