@@ -216,7 +216,12 @@ class SipStack:
         elif isinstance(event, TransactionTerminated):
             if isinstance(event.transaction, ClientTransaction):
                 self._callbacks.pop(event.transaction, None)
-        elif self.tu is None:
+        else:
+            self._to_tu(event)
+
+    def _to_tu(self, event: TransactionEvent) -> None:
+        """Server-side events: to the transaction user."""
+        if self.tu is None:
             log.debug("no transaction user for %s", type(event).__name__)
         elif isinstance(event, RequestReceived):
             self.tu.on_request(event.transaction, event.request, event.source)

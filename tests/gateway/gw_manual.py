@@ -98,6 +98,7 @@ class ManualGateway:
             devices={DEVICE.guid: DEVICE},
         )
         directory._by_setside = {DEVICE.setside_username: DEVICE}
+        directory._icp_by_host = {ICP.address: ICP}  # what Directory.reload builds
         self.ctx = GatewayContext(
             settings=Settings(sip=SipSettings(realm="limen.test", server_header="", t1=t1)),
             stack=self.stack,

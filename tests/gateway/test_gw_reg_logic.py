@@ -40,6 +40,9 @@ class FakeStack:
     def later(self, delay: float, callback: Any) -> TimerHandle:
         return self.timers.later(delay, callback)
 
+    def at(self, when: float, callback: Any) -> TimerHandle:
+        return self.timers.at(when, callback)
+
     def respond(self, txn: object, response: Response) -> None:
         self.responses.append(response)
 
