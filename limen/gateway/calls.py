@@ -76,6 +76,7 @@ from limen.gateway.legs import (
     NoAck,
     NoAnswer,
     Ring,
+    Try,
     Update,
 )
 from limen.gateway.media import MediaRefused
@@ -320,10 +321,16 @@ class CallController:
         self._index(a)
         self._index(b)
         self.calls_started += 1
-        call.log.info(
+        self._on_try(Try(fwd))
+
+    def _on_try(self, event: Try) -> None:
+        """A new call (dialog, transaction) from leg ``a``: its request goes out on ``b``."""
+        fwd = event.forward
+        a, b, request = fwd.source_leg, fwd.target_leg, fwd.request
+        fwd.call.log.info(
             "%s %s from the %s side (Call-ID %s) → %s side %s (Call-ID %s)",
             *(request.method, request.uri, a.side, a.call_id),
-            *(b.side, route.target_uri, b.call_id),
+            *(b.side, fwd.out.uri, b.call_id),
         )
         self._begin(fwd)
 

@@ -8,7 +8,7 @@ Sippy's ``CCEvents``):
 ========================  ===================================================
 SIP on the leg            call event
 ========================  ===================================================
-initial request           :class:`Try` (built by the controller from the route)
+initial request           :class:`Try` (the controller's, from the router's route)
 1xx (101-199)             :class:`Ring` (``early_media`` when it carries SDP)
 2xx                       :class:`Connect`
 3xx-6xx                   :class:`Fail`
