@@ -50,6 +50,7 @@ from limen.transport.tls import NO_VERIFY_WARNING, ClientTls, icp_client_tls, re
 if TYPE_CHECKING:
     from limen.gateway.context import GatewayContext
     from limen.gateway.stack import ClientEvent
+    from limen.gateway.timers import TimerHandle
     from limen.store.schemas import IcpRecord
 
 log = logging.getLogger("limen.gateway.icplink")
@@ -95,9 +96,9 @@ class IcpLink:
     resolved: float = 0.0  # loop time of the last resolution
     error: str = ""
     trust: ClientTls | None = None
-    refresh: asyncio.TimerHandle | None = None
+    refresh: TimerHandle | None = None  # the next resolution (stack's clock)
     resolving: asyncio.Task[None] | None = None
-    pinger: asyncio.Task[None] | None = None
+    pinger: TimerHandle | None = None  # the next OPTIONS round (stack's clock)
 
     @property
     def state(self) -> str:
@@ -196,11 +197,11 @@ class IcpLinks:
             self._stop(link)
 
     def _stop(self, link: IcpLink, *, drop_tls: bool = True) -> None:
-        for task in (link.resolving, link.pinger):
-            if task is not None:
-                task.cancel()
-        if link.refresh is not None:
-            link.refresh.cancel()
+        if link.resolving is not None:
+            link.resolving.cancel()
+        for timer in (link.pinger, link.refresh):
+            if timer is not None:
+                timer.cancel()
         layer = self._layer()
         if layer is not None:
             for target in link.targets:
@@ -240,8 +241,7 @@ class IcpLinks:
                 "ICP %s: %s; keeping %d known target(s)", icp.name, link.error, len(link.targets)
             )
             delay = RETRY_RESOLVE
-        loop = asyncio.get_running_loop()
-        link.refresh = loop.call_later(delay, self._resolve_soon, link)
+        link.refresh = self.ctx.stack.later(delay, lambda: self._resolve_soon(link))
 
     async def wait_resolved(self, icp: IcpRecord, timeout: float = 5.0) -> bool:
         """Wait (bounded) for an ICP's first resolution; True when it has targets."""
@@ -397,15 +397,17 @@ class IcpLinks:
     # -- OPTIONS pings -------------------------------------------------------------------------
     def _start_pinger(self, link: IcpLink) -> None:
         if link.icp.options_interval > 0 and link.icp.link_enabled and not self.closed:
-            link.pinger = asyncio.get_running_loop().create_task(self._ping_loop(link))
+            # The first round after at most 1 s: let the listeners and resolution settle.
+            delay = min(1.0, float(link.icp.options_interval))
+            link.pinger = self.ctx.stack.later(delay, lambda: self._ping_round(link))
 
-    async def _ping_loop(self, link: IcpLink) -> None:
+    def _ping_round(self, link: IcpLink) -> None:
+        if self.closed:
+            return
         interval = float(link.icp.options_interval)
-        await asyncio.sleep(min(1.0, interval))  # let the listeners and resolution settle
-        while not self.closed:
-            for target in list(link.targets):
-                self.ping(link, target)
-            await asyncio.sleep(interval)
+        link.pinger = self.ctx.stack.later(interval, lambda: self._ping_round(link))
+        for target in list(link.targets):
+            self.ping(link, target)
 
     def ping(self, link: IcpLink, target: Target) -> None:
         """One OPTIONS (RFC 3261 §11) to ``target``. Without an answer within the ping
@@ -429,8 +431,8 @@ class IcpLinks:
         if ctx.settings.sip.server_header:
             headers.append(("User-Agent", ctx.settings.sip.server_header))
         request = Request("OPTIONS", uri, headers)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        stack = ctx.stack
+        started = stack.now()
         icp = link.icp
         answered = False
         limit = min(float(max(1, icp.options_interval)), 64 * ctx.settings.sip.t1)
@@ -439,7 +441,7 @@ class IcpLinks:
             if not answered:
                 self.report(icp, dest, False, "no answer to OPTIONS")
 
-        timer = loop.call_later(limit, expired)
+        timer = stack.later(limit, expired)
 
         def on_event(event: ClientEvent) -> None:
             nonlocal answered
@@ -450,7 +452,7 @@ class IcpLinks:
             if isinstance(event, ResponseReceived):
                 state = link.states.get(target.key)
                 if state is not None:
-                    state.rtt_ms = round((loop.time() - started) * 1000.0, 1)
+                    state.rtt_ms = round((stack.now() - started) * 1000.0, 1)
             self.report_event(icp, dest, event)
 
         try:

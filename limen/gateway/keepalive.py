@@ -10,14 +10,12 @@ counts as an answer (a phone may well say 405 or 501). A probe that times out, f
 sent, or is still unanswered when the next one is due is a miss; ``max_misses`` misses in
 a row unregister the phone and its ICP-side registration.
 
-:meth:`Keepalive.due` holds the pure scheduling decision (explicit ``now``), the asyncio
-task only calls it.
+:meth:`Keepalive.due` holds the pure scheduling decision (explicit ``now``); a round every
+``tick`` seconds on the stack's clock (:mod:`limen.gateway.timers`) only calls it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import secrets
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from dataclasses import dataclass
 from limen.gateway.context import GatewayContext, Side
 from limen.gateway.registrar import Binding, Registrar
 from limen.gateway.stack import ClientEvent
+from limen.gateway.timers import TimerHandle
 from limen.sip.addressing import Source
 from limen.sip.message import Request
 from limen.sip.transaction import ResponseReceived
@@ -59,7 +58,7 @@ class Keepalive:
         self.max_misses = max_misses
         self.tick = tick
         self._probes: dict[str, _Probe] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._timer: TimerHandle | None = None
         self.sent = 0
         self.unregistered = 0
 
@@ -168,21 +167,19 @@ class Keepalive:
         self.ctx.stack.send_request(request, dest, on_event)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._timer = self.ctx.stack.later(self.tick, self._round)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.tick)
-            try:
-                for binding in self.due(loop.time()):
-                    self.probe(binding)
-            except Exception:
-                log.exception("keepalive round failed")
+    def _round(self) -> None:
+        stack = self.ctx.stack
+        # The next round first: a round that fails must not stop the ones after it.
+        self._timer = stack.later(self.tick, self._round)
+        try:
+            for binding in self.due(stack.now()):
+                self.probe(binding)
+        except Exception:
+            log.exception("keepalive round failed")

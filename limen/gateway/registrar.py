@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 from limen.gateway.auth import SetSideAuth, derive_secret
 from limen.gateway.context import GatewayContext, Side
 from limen.gateway.respond import respond
+from limen.gateway.timers import TimerHandle
 from limen.sip.addressing import Destination, Source, Transport
 from limen.sip.errors import SipParseError
 from limen.sip.headers import NameAddr, parse_name_addr
@@ -152,8 +153,8 @@ class Registrar:
         self._dirty: set[str] = set()
         self._removed: set[str] = set()
         self._executor: ThreadPoolExecutor | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._flushing: asyncio.Future[None] | None = None
+        self._timer: TimerHandle | None = None  # the housekeeping round (stack's clock)
+        self._flushing: asyncio.Task[None] | None = None
         self.registers = 0  # REGISTERs that changed or refreshed a binding
         self.rebuild_tokens()
 
@@ -297,7 +298,7 @@ class Registrar:
         if self.repository is not None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="limen-bindings")
             await self.resume()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._timer = self.ctx.stack.later(self.flush_interval, self._housekeeping)
 
     async def resume(self) -> int:
         if self.repository is None:
@@ -327,11 +328,9 @@ class Registrar:
         return count
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.upstream is not None:
             self.upstream.close()
         if self._flushing is not None:
@@ -365,22 +364,28 @@ class Registrar:
             self._dirty.update(u.device_guid for u in upserts)
             self._removed.update(g for g in deletes if g not in self._bindings)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.flush_interval)
-            try:
-                self.expire(loop.time())
-                self._flushing = loop.create_future()
-                try:
-                    await self.flush()
-                finally:
-                    self._flushing.set_result(None)
-                    self._flushing = None
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("registrar housekeeping failed")
+    def _housekeeping(self) -> None:
+        """Every ``flush_interval`` on the stack's clock: expire, then write the changes
+        (on the worker thread; one write at a time, a slow store skips rounds)."""
+        stack = self.ctx.stack
+        self._timer = stack.later(self.flush_interval, self._housekeeping)
+        try:
+            self.expire(stack.now())
+        except Exception:
+            log.exception("registrar housekeeping failed")
+        if self.repository is None or self._executor is None:
+            self._dirty.clear()
+            self._removed.clear()
+        elif self._flushing is None and (self._dirty or self._removed) and stack.loop:
+            self._flushing = stack.loop.create_task(self._flush_round())
+
+    async def _flush_round(self) -> None:
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("registrar housekeeping failed")
+        finally:
+            self._flushing = None
 
     # -- helpers -------------------------------------------------------------------------------
     def _transport_allowed(self, transport: Transport) -> bool:

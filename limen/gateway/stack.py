@@ -3,8 +3,14 @@
 The transport hands every parsed message to :meth:`SipStack.receive`; the stack feeds it
 to :class:`~limen.sip.transaction.TransactionLayer` with the loop's time, performs the
 ``SendMessage`` events through the transport, passes the other events to the
-transaction user (the gateway) and re-arms one ``loop.call_at`` for the layer's next
-deadline. Nothing here knows what a phone or a PBX is.
+transaction user (the gateway) and re-arms one ``loop.call_at`` for the earlier of the
+layer's next deadline and the gateway's own (:class:`~limen.gateway.timers.Timers`:
+Timer C, 2xx retransmission, linger, registration refresh and flush, keepalive). Nothing
+here knows what a phone or a PBX is.
+
+One clock drives both: ``clock`` (the loop's ``time`` by default). Built with a manual
+``clock`` and no loop, the stack arms nothing: a test sets the time and calls
+:meth:`SipStack.handle_timers`, and the whole gateway runs on that clock without sleeps.
 
 Client transactions report to the callback given to :meth:`send_request`; server-side
 events go to the :class:`TransactionUser`. An exception raised by either is logged and
@@ -18,6 +24,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from limen.gateway.timers import TimerHandle, Timers
 from limen.sip.addressing import Destination, Source
 from limen.sip.message import Message, Request, Response
 from limen.sip.transaction import (
@@ -78,10 +85,20 @@ class SipStack:
         layer: TransactionLayer | None = None,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.sender = sender
         self.layer = layer if layer is not None else TransactionLayer(auto_trying=False)
-        self.loop = loop if loop is not None else asyncio.get_running_loop()
+        self.loop: asyncio.AbstractEventLoop | None
+        if clock is None:
+            self.loop = loop if loop is not None else asyncio.get_running_loop()
+            clock = self.loop.time
+        else:
+            self.loop = loop  # None: a manual clock, driven by handle_timers()
+        # The one clock of the transaction layer and the gateway's timers.
+        self.now: Callable[[], float] = clock
+        self.timers = Timers(clock)
+        self._firing = False
         self.tu: TransactionUser | None = None
         self._callbacks: dict[ClientTransaction, ClientCallback] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -89,9 +106,6 @@ class SipStack:
         self.handler_errors = 0
         # Every message received or sent, filed by Call-ID (the console's call ladder).
         self.history: SipHistory | None = None
-
-    def now(self) -> float:
-        return self.loop.time()
 
     # -- input ------------------------------------------------------------------------------
     def receive(self, message: Request | Response, source: Source) -> None:
@@ -139,10 +153,41 @@ class SipStack:
         if self.history is not None:
             self.history.sent(message, data, destination)
 
+    # -- the gateway's timers -------------------------------------------------------------
+    def later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
+        """Run ``callback`` in ``delay`` seconds, on the stack's clock."""
+        return self.at(self.now() + delay, callback)
+
+    def at(self, when: float, callback: Callable[[], object]) -> TimerHandle:
+        handle = self.timers.at(when, callback)
+        if not self._firing and (self._timer_at is None or when < self._timer_at):
+            self._rearm()
+        return handle
+
+    def next_deadline(self) -> float | None:
+        """The earlier of the transaction layer's and the gateway's next deadline."""
+        deadline = self.layer.next_deadline()
+        ours = self.timers.next_deadline()
+        if ours is not None and (deadline is None or ours < deadline):
+            return ours
+        return deadline
+
+    def handle_timers(self, now: float) -> None:
+        """Fire what is due at ``now``: transaction timers, then the gateway's."""
+        self._firing = True
+        try:
+            self._process(self.layer.handle_timers(now))
+            self.timers.handle_timers(now)
+        finally:
+            self._firing = False
+        self._rearm()
+
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._timer_at = None
+        self.timers.clear()
         self._callbacks.clear()
 
     # -- internals ----------------------------------------------------------------------------
@@ -171,7 +216,12 @@ class SipStack:
         elif isinstance(event, TransactionTerminated):
             if isinstance(event.transaction, ClientTransaction):
                 self._callbacks.pop(event.transaction, None)
-        elif self.tu is None:
+        else:
+            self._to_tu(event)
+
+    def _to_tu(self, event: TransactionEvent) -> None:
+        """Server-side events: to the transaction user."""
+        if self.tu is None:
             log.debug("no transaction user for %s", type(event).__name__)
         elif isinstance(event, RequestReceived):
             self.tu.on_request(event.transaction, event.request, event.source)
@@ -187,17 +237,22 @@ class SipStack:
             self.tu.on_stray_response(event.response, event.source)
 
     def _rearm(self) -> None:
+        if self._firing:
+            return  # handle_timers re-arms once everything due has run
         deadline = self.layer.next_deadline()
+        ours = self.timers.next_deadline()
+        if ours is not None and (deadline is None or ours < deadline):
+            deadline = ours
         if deadline == self._timer_at:
             return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._timer_at = deadline
-        if deadline is not None:
+        if deadline is not None and self.loop is not None:
             self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self._process(self.layer.handle_timers(self.now()))
+        self.handle_timers(self.now())

@@ -13,6 +13,8 @@ from limen.gateway.calls import (
     uri_host_allowed,
 )
 from limen.gateway.context import Side
+from limen.gateway.media import PassthroughMedia
+from limen.gateway.offeranswer import OfferAnswer
 from limen.sip import Destination, Dialog, Request, Transport, parse_message, parse_uri
 from limen.sip.headers import parse_replaces
 from limen.store.schemas import DeviceCredentials
@@ -78,7 +80,9 @@ def test_replaces_of_our_leg_is_rewritten_to_the_paired_leg() -> None:
         icp="pbx",
         clientid=None,
     )
-    call = Call(key="k", kind="INVITE", device=device)
+    call = Call(
+        key="k", kind="INVITE", device=device, media=OfferAnswer(PassthroughMedia(), "k", "d")
+    )
     dest = Destination(Transport.UDP, "127.0.0.1", 5060)
     a = Leg(Side.SET, call, "set-call", "limenA", dest, is_uas=True)
     b = Leg(Side.ICP, call, "icp-call", "limenB", dest, is_uas=False)

@@ -7,7 +7,6 @@ time, no sockets. The network proof with real tools is tests/acceptance/test_acc
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +21,7 @@ from limen.gateway.context import Directory, GatewayContext, LocalAddresses
 from limen.gateway.gateway import Gateway
 from limen.gateway.media import PassthroughMedia
 from limen.gateway.registrar import Binding, Registrar
+from limen.gateway.timers import TimerHandle, Timers
 from limen.sip import Destination, Request, Response, Source, Transport, parse_message
 from limen.sip.digest import answer_challenge, format_credentials, parse_challenge
 from limen.sip.headers import parse_name_addr
@@ -36,10 +36,17 @@ class FakeStack:
         self.now_value = 1000.0
         self.responses: list[tuple[Response, bool]] = []
         self.requests: list[tuple[Request, Destination]] = []
-        self.loop: Any = asyncio.new_event_loop()
+        self.loop: Any = None
+        self.timers = Timers(self.now)
 
     def now(self) -> float:
         return self.now_value
+
+    def later(self, delay: float, callback: Any) -> TimerHandle:
+        return self.timers.later(delay, callback)
+
+    def at(self, when: float, callback: Any) -> TimerHandle:
+        return self.timers.at(when, callback)
 
     def respond(self, txn: object, response: Response) -> None:
         self.responses.append((response, False))
@@ -128,7 +135,6 @@ def lab() -> Iterator[Lab]:
     made = Lab(device("7001"), device("7002"))
     yield made
     made.calls.close()
-    made.stack.loop.close()
 
 
 def request(
@@ -263,7 +269,6 @@ def test_empty_device_challenge_list_means_global() -> None:
         assert made.to_pbx() == []
     finally:
         made.calls.close()
-        made.stack.loop.close()
 
 
 def test_no_challenge_list_opens_nothing_to_unbound_sources() -> None:
@@ -275,7 +280,6 @@ def test_no_challenge_list_opens_nothing_to_unbound_sources() -> None:
         assert made.to_pbx() == []
     finally:
         made.calls.close()
-        made.stack.loop.close()
 
 
 # --- finding 4: one nonce, one guess -----------------------------------------------------------

@@ -16,6 +16,7 @@ from limen.gateway.context import Directory, GatewayContext, LocalAddresses
 from limen.gateway.keepalive import Keepalive
 from limen.gateway.media import PassthroughMedia
 from limen.gateway.registrar import Binding, Registrar, detect_nat, granted_expiry
+from limen.gateway.timers import TimerHandle, Timers
 from limen.gateway.upstream import UpstreamRegistrar, UpstreamRegistration
 from limen.sip import Destination, Request, Response, Source, Transport, parse_message
 from limen.sip.digest import answer_challenge, format_credentials, parse_challenge
@@ -31,9 +32,16 @@ class FakeStack:
         self.responses: list[Response] = []
         self.requests: list[tuple[Request, Destination]] = []
         self.loop: Any = None
+        self.timers = Timers(self.now)
 
     def now(self) -> float:
         return self.now_value
+
+    def later(self, delay: float, callback: Any) -> TimerHandle:
+        return self.timers.later(delay, callback)
+
+    def at(self, when: float, callback: Any) -> TimerHandle:
+        return self.timers.at(when, callback)
 
     def respond(self, txn: object, response: Response) -> None:
         self.responses.append(response)
