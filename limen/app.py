@@ -592,31 +592,42 @@ def _directory_reloader(
     guard: Guard | None = None,
     links: IcpLinks | None = None,
 ) -> Callable[[Change], None]:
-    """A bus subscriber: reload the gateway's Directory (off the loop, coalesced) when
-    ICPs, devices or options change, then let the registrar drop deleted devices."""
-    pending: list[asyncio.Task[None]] = []
+    """A bus subscriber: update the gateway's Directory when ICPs, devices or options
+    change — only the entries the changes name (issue 13), read off the loop and coalesced
+    (CSV imports) — then let the registrar follow added and removed devices."""
+    queued: list[Change] = []
+    running: list[asyncio.Task[None]] = []
 
-    async def reload() -> None:
-        await asyncio.sleep(0.05)  # coalesce bursts (CSV imports)
-        pending.clear()
-        store = ctx.store
-        if store is None:
-            return
-        fresh = await asyncio.get_running_loop().run_in_executor(None, Directory.load, store)
-        ctx.directory.options = fresh.options
-        ctx.directory.icps = fresh.icps
-        ctx.directory.devices = fresh.devices
-        ctx.directory._by_setside = fresh._by_setside
-        ctx.directory._icp_by_host = fresh._icp_by_host
-        if guard is not None:
-            guard.set_icp_addresses(icp.address for icp in fresh.icps.values())
-        if links is not None:
-            links.load(fresh.icps.values())
-        registrar.directory_changed()
+    async def update() -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while queued:
+                await asyncio.sleep(0.05)  # coalesce bursts (CSV imports)
+                changes = list(queued)
+                queued.clear()
+                store = ctx.store
+                if store is None:
+                    return
+                directory = ctx.directory
+                patch = await loop.run_in_executor(None, directory.fetch, store, changes)
+                delta = directory.apply(patch)
+                if delta.icps_changed:
+                    if guard is not None:
+                        guard.set_icp_addresses(icp.address for icp in directory.icps.values())
+                    if links is not None:
+                        links.load(directory.icps.values())
+                registrar.directory_changed(None if delta.full else delta.added, delta.removed)
+        except Exception:
+            log.exception("could not update the gateway's configuration cache")
+        finally:
+            running.clear()
 
     def on_change(change: Change) -> None:
-        if change.resource in _CONFIG_RESOURCES and not pending:
-            pending.append(asyncio.get_running_loop().create_task(reload()))
+        if change.resource not in _CONFIG_RESOURCES:
+            return
+        queued.append(change)
+        if not running:
+            running.append(asyncio.get_running_loop().create_task(update()))
 
     return on_change
 

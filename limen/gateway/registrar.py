@@ -167,7 +167,10 @@ class Registrar:
     def contact_token(self, device: DeviceCredentials) -> str:
         """The user part of Limen's ICP-side Contact for ``device``: opaque, stable across
         restarts (derived from the store key), and meaningless to the PBX."""
-        mac = hmac.new(self._token_secret, device.guid.encode(), hashlib.sha256).hexdigest()
+        return self._token_for(device.guid)
+
+    def _token_for(self, guid: str) -> str:
+        mac = hmac.new(self._token_secret, guid.encode(), hashlib.sha256).hexdigest()
         return "lm" + mac[:20]
 
     def device_for_contact_user(self, user: str) -> DeviceCredentials | None:
@@ -175,13 +178,28 @@ class Registrar:
         return None if guid is None else self.ctx.directory.devices.get(guid)
 
     def rebuild_tokens(self) -> None:
-        self._tokens = {self.contact_token(d): g for g, d in self.ctx.directory.devices.items()}
+        self._tokens = {self._token_for(g): g for g in self.ctx.directory.devices}
 
-    def directory_changed(self) -> None:
-        """After ``Directory.reload``: new tokens; bindings of deleted devices go away."""
-        self.rebuild_tokens()
-        for guid in [g for g in self._bindings if g not in self.ctx.directory.devices]:
-            self.unregister(guid, "device removed")
+    def directory_changed(
+        self, added: Iterable[str] | None = None, removed: Iterable[str] = ()
+    ) -> None:
+        """After the Directory changed: tokens of ``added`` devices; bindings (and tokens)
+        of ``removed`` ones go away. Without ``added``, after a whole reload: every token
+        anew and every binding checked (a contact token depends on the guid alone, so an
+        edited device keeps its own)."""
+        if added is None:
+            self.rebuild_tokens()
+            removed = [g for g in self._bindings if g not in self.ctx.directory.devices]
+        else:
+            for guid in added:
+                if guid in self.ctx.directory.devices:
+                    self._tokens[self._token_for(guid)] = guid
+        for guid in removed:
+            if guid in self.ctx.directory.devices:
+                continue
+            self._tokens.pop(self._token_for(guid), None)
+            if guid in self._bindings:
+                self.unregister(guid, "device removed")
 
     def unregister(self, device_guid: str, reason: str) -> Binding | None:
         """Remove a binding and its upstream registration."""
