@@ -40,6 +40,7 @@ import hmac
 import logging
 import random
 import secrets
+import sys
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -66,18 +67,56 @@ DEFAULT_EXPIRES = 3600  # RFC 3261 §10.2.1.1: what a REGISTER without any expir
 MIN_EXPIRES = 60  # below this, 423 Interval Too Brief (§10.3 step 7)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Binding:
-    """One registered phone: who (device, AOR), its Contact, where it really is."""
+    """One registered phone: who (device, AOR), its Contact, where it really is.
+
+    Memory (issue 13: one of these per registered phone): the Contact is kept as the text
+    Limen answers with, not as parsed objects (:attr:`contact` parses it when asked: an
+    INVITE or OPTIONS toward the phone, not every REGISTER); the AOR is the device's own
+    username object; the observed host is interned (phones behind one NAT share it).
+    """
 
     device_guid: str
     aor: str  # set-side username
-    contact: NameAddr  # the phone's Contact, as it sent it (without expires)
+    contact_text: str  # the phone's Contact, as it sent it (without expires)
     source: Source  # observed transport / addresses / connection of the last REGISTER
     expires_at: float  # loop time
     nat: bool
-    call_id: str = ""
-    cseq: int = 0
+    call_id: str
+    cseq: int
+
+    def __init__(
+        self,
+        device_guid: str,
+        aor: str,
+        contact: NameAddr | str,
+        source: Source,
+        expires_at: float,
+        nat: bool,
+        call_id: str = "",
+        cseq: int = 0,
+    ) -> None:
+        host, port = source.remote
+        interned = sys.intern(host)
+        if interned is not host:
+            source = Source(source.transport, source.local, (interned, port), source.conn_id)
+        for name, value in (
+            ("device_guid", device_guid),
+            ("aor", aor),
+            ("contact_text", contact if isinstance(contact, str) else str(contact)),
+            ("source", source),
+            ("expires_at", expires_at),
+            ("nat", nat),
+            ("call_id", call_id),
+            ("cseq", cseq),
+        ):
+            object.__setattr__(self, name, value)
+
+    @property
+    def contact(self) -> NameAddr:
+        """The phone's Contact (without expires), parsed."""
+        return parse_name_addr(self.contact_text)
 
     def destination(self) -> Destination:
         """Where requests to the phone go: the observed address, over its connection."""
@@ -276,10 +315,11 @@ class Registrar:
             self._respond(txn, request, 500, "Out Of Order", [("Retry-After", "1")])
             return
         granted = granted_expiry(requested, self.ctx.options.setside_reg_expiry)
+        bound = contact.with_params(contact.params.without("expires"))
         binding = Binding(
             device_guid=device.guid,
             aor=device.setside_username,
-            contact=contact.with_params(contact.params.without("expires")),
+            contact=bound,
             source=source,
             expires_at=now + granted,
             nat=detect_nat(request, contact, source),
@@ -287,7 +327,7 @@ class Registrar:
             cseq=cseq,
         )
         self.add_binding(binding, device)
-        self._ok(txn, request, binding, now)
+        self._ok(txn, request, binding, now, bound)
 
     def add_binding(self, binding: Binding, device: DeviceCredentials, delay: float = 0.0) -> None:
         """Install ``binding`` (new, refresh or replacement) and its upstream registration."""
@@ -410,14 +450,18 @@ class Registrar:
         }[transport]
 
     def _ok(
-        self, txn: ServerTransaction, request: Request, binding: Binding | None, now: float
+        self,
+        txn: ServerTransaction,
+        request: Request,
+        binding: Binding | None,
+        now: float,
+        parsed: NameAddr | None = None,
     ) -> None:
         headers: list[tuple[str, str]] = []
         if binding is not None:
             expires = binding.expires_in(now)
-            contact = binding.contact.with_params(
-                binding.contact.params.with_("expires", str(expires))
-            )
+            bound = parsed if parsed is not None else binding.contact
+            contact = bound.with_params(bound.params.with_("expires", str(expires)))
             headers.append(("Contact", str(contact)))
         self._respond(txn, request, 200, None, headers)
 
@@ -443,7 +487,7 @@ class Registrar:
         return StoredBinding(
             device_guid=binding.device_guid,
             aor=binding.aor,
-            contact=str(binding.contact),
+            contact=binding.contact_text,
             transport=s.transport.value,
             remote_host=s.remote[0],
             remote_port=s.remote[1],
