@@ -327,7 +327,7 @@ class Registrar:
             cseq=cseq,
         )
         self.add_binding(binding, device)
-        self._ok(txn, request, binding, now, bound)
+        self._ok(txn, request, binding, now)
 
     def add_binding(self, binding: Binding, device: DeviceCredentials, delay: float = 0.0) -> None:
         """Install ``binding`` (new, refresh or replacement) and its upstream registration."""
@@ -450,19 +450,13 @@ class Registrar:
         }[transport]
 
     def _ok(
-        self,
-        txn: ServerTransaction,
-        request: Request,
-        binding: Binding | None,
-        now: float,
-        parsed: NameAddr | None = None,
+        self, txn: ServerTransaction, request: Request, binding: Binding | None, now: float
     ) -> None:
         headers: list[tuple[str, str]] = []
         if binding is not None:
-            expires = binding.expires_in(now)
-            bound = parsed if parsed is not None else binding.contact
-            contact = bound.with_params(bound.params.with_("expires", str(expires)))
-            headers.append(("Contact", str(contact)))
+            # The stored text is always the name-addr form without expires (NameAddr's
+            # __str__), so the expires parameter is appended, not parsed in (§10.3 step 8).
+            headers.append(("Contact", f"{binding.contact_text};expires={binding.expires_in(now)}"))
         self._respond(txn, request, 200, None, headers)
 
     def _respond(
