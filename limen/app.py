@@ -557,16 +557,23 @@ async def _watch_config_version(
     the change bus only reaches this process's own API changes; the store counts every
     committed change (``Store.config_version``)."""
     loop = asyncio.get_running_loop()
-    seen = await loop.run_in_executor(None, core.store.config_version)
+    store = core.store
+    own = store.own_commits
+    seen = await loop.run_in_executor(None, store.config_version)
     while True:
         await asyncio.sleep(interval)
+        # Our own commits first, then the version: a commit of ours landing in between
+        # then looks foreign (one harmless extra sync) rather than hiding a foreign one.
+        own_now = store.own_commits
         try:
-            version = await loop.run_in_executor(None, core.store.config_version)
+            version = await loop.run_in_executor(None, store.config_version)
         except Exception:
             log.warning("cannot read the configuration version", exc_info=True)
             continue
-        if version != seen:
-            seen = version
+        foreign = (version - seen) - (own_now - own)
+        seen, own = version, own_now
+        if foreign != 0:
+            # Another process committed: sync (its changes never reached our bus).
             notify(Change("device", "updated", "*"))
 
 

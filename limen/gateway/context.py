@@ -48,7 +48,7 @@ FULL_RELOAD_SHARE = 0.5
 # How far back a sync after another process's change re-reads devices by ``updated_at``:
 # covers the writer's clock being behind ours (cluster nodes) and commits that were in
 # flight when the previous sync read the table.
-SYNC_MARGIN = dt.timedelta(minutes=5)
+SYNC_MARGIN = dt.timedelta(seconds=30)
 
 
 @dataclass(slots=True)

@@ -119,6 +119,8 @@ class _Repo:
                         _bump_config_version(session)
             except IntegrityError as exc:
                 raise Conflict(_integrity_reason(exc)) from exc
+        if changes:
+            self._store.own_commits += 1  # counted after the commit (see config_version)
         for change in changes:
             self._store.announce(change)
 
@@ -1529,6 +1531,9 @@ class Store:
         self.box = box
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.on_change = on_change
+        # Configuration changes this process committed (each bumps config_version by
+        # one): a watcher subtracts them to see whether another process changed anything.
+        self.own_commits = 0
         self.icps = IcpRepository(self)
         self.devices = DeviceRepository(self)
         self.options = OptionsRepository(self)
