@@ -110,11 +110,13 @@ def register_all(work: Path, remote: str, csv: Path, pid: int, devices: int) -> 
 
 
 def wait_contacts(kam: object, devices: int) -> int:
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 120
     count = kam.contacts()  # type: ignore[attr-defined]
-    while count < devices * 0.999 and time.monotonic() < deadline:
+    while 0 <= count < devices * 0.999 and time.monotonic() < deadline:
         time.sleep(2)
         count = kam.contacts()  # type: ignore[attr-defined]
+    if count < 0:  # kamcmd could not read the count: give the upstream time
+        time.sleep(15)
     return int(count)
 
 
