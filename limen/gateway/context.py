@@ -163,6 +163,15 @@ class Directory:
             patch.options = store.options.get()
         if icps:
             patch.icps = store.icps.list()
+            # Devices carry their ICP's name: after a rename, build their new records
+            # here, off the loop (a snapshot of the cache; the loop only swaps them in).
+            names = {icp.guid: icp.name for icp in patch.icps}
+            fresh = wanted | {d.guid for d in patch.devices}  # read anew: already right
+            patch.devices.extend(
+                replace(d, icp=names[d.icp_guid])
+                for d in list(self.devices.values())
+                if names.get(d.icp_guid, d.icp) != d.icp and d.guid not in fresh
+            )
         if len(wanted) > FULL_RELOAD_SHARE * max(len(self.devices), 1) and len(wanted) > 100:
             return self.fetch(store, None)
         if wanted:
