@@ -540,16 +540,23 @@ async def _watch_config_version(
     the change bus only reaches this process's own API changes; the store counts every
     committed change (``Store.config_version``)."""
     loop = asyncio.get_running_loop()
-    seen = await loop.run_in_executor(None, core.store.config_version)
+    store = core.store
+    own = store.own_commits
+    seen = await loop.run_in_executor(None, store.config_version)
     while True:
         await asyncio.sleep(interval)
+        # Our own commits first, then the version: a commit of ours landing in between
+        # then looks foreign (one harmless extra sync) rather than hiding a foreign one.
+        own_now = store.own_commits
         try:
-            version = await loop.run_in_executor(None, core.store.config_version)
+            version = await loop.run_in_executor(None, store.config_version)
         except Exception:
             log.warning("cannot read the configuration version", exc_info=True)
             continue
-        if version != seen:
-            seen = version
+        foreign = (version - seen) - (own_now - own)
+        seen, own = version, own_now
+        if foreign != 0:
+            # Another process committed: sync (its changes never reached our bus).
             notify(Change("device", "updated", "*"))
 
 
@@ -585,31 +592,42 @@ def _directory_reloader(
     guard: Guard | None = None,
     links: IcpLinks | None = None,
 ) -> Callable[[Change], None]:
-    """A bus subscriber: reload the gateway's Directory (off the loop, coalesced) when
-    ICPs, devices or options change, then let the registrar drop deleted devices."""
-    pending: list[asyncio.Task[None]] = []
+    """A bus subscriber: update the gateway's Directory when ICPs, devices or options
+    change — only the entries the changes name (issue 13), read off the loop and coalesced
+    (CSV imports) — then let the registrar follow added and removed devices."""
+    queued: list[Change] = []
+    running: list[asyncio.Task[None]] = []
 
-    async def reload() -> None:
-        await asyncio.sleep(0.05)  # coalesce bursts (CSV imports)
-        pending.clear()
-        store = ctx.store
-        if store is None:
-            return
-        fresh = await asyncio.get_running_loop().run_in_executor(None, Directory.load, store)
-        ctx.directory.options = fresh.options
-        ctx.directory.icps = fresh.icps
-        ctx.directory.devices = fresh.devices
-        ctx.directory._by_setside = fresh._by_setside
-        ctx.directory._icp_by_host = fresh._icp_by_host
-        if guard is not None:
-            guard.set_icp_addresses(icp.address for icp in fresh.icps.values())
-        if links is not None:
-            links.load(fresh.icps.values())
-        registrar.directory_changed()
+    async def update() -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while queued:
+                await asyncio.sleep(0.05)  # coalesce bursts (CSV imports)
+                changes = list(queued)
+                queued.clear()
+                store = ctx.store
+                if store is None:
+                    return
+                directory = ctx.directory
+                patch = await loop.run_in_executor(None, directory.fetch, store, changes)
+                delta = directory.apply(patch)
+                if delta.icps_changed:
+                    if guard is not None:
+                        guard.set_icp_addresses(icp.address for icp in directory.icps.values())
+                    if links is not None:
+                        links.load(directory.icps.values())
+                registrar.directory_changed(None if delta.full else delta.added, delta.removed)
+        except Exception:
+            log.exception("could not update the gateway's configuration cache")
+        finally:
+            running.clear()
 
     def on_change(change: Change) -> None:
-        if change.resource in _CONFIG_RESOURCES and not pending:
-            pending.append(asyncio.get_running_loop().create_task(reload()))
+        if change.resource not in _CONFIG_RESOURCES:
+            return
+        queued.append(change)
+        if not running:
+            running.append(asyncio.get_running_loop().create_task(update()))
 
     return on_change
 

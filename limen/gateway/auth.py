@@ -84,6 +84,7 @@ class SetSideAuth:
         self._lifetime = nonce_lifetime
         self._clock = clock
         self._servers: dict[str, DigestServer] = {}
+        self._templates: dict[tuple[str, bool], list[list[str]]] = {}
         self.failures = 0  # wrong credentials seen (for metrics / bans)
 
     # -- the digest server of the current realm -------------------------------------------
@@ -103,10 +104,20 @@ class SetSideAuth:
 
     def challenge_headers(self, *, proxy: bool, stale: bool = False) -> list[tuple[str, str]]:
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        return [
-            (name, format_challenge(ch))
-            for ch in self.server().challenges(self._clock(), stale=stale)
-        ]
+        server = self.server()
+        # Only the nonce differs from one challenge to the next: format the challenges
+        # once per realm (format_challenge, the one formatter) and put each new nonce in
+        # the nonce's place. Nonces are base64url, never quoted or escaped.
+        key = (server.realm, stale)
+        templates = self._templates.get(key)
+        if templates is None:
+            sample = server.challenges(self._clock(), stale=stale)
+            templates = [format_challenge(ch).split(ch.nonce) for ch in sample]
+            if any(len(parts) != 2 for parts in templates):  # nonce text seen twice: no
+                return [(name, format_challenge(ch)) for ch in sample]
+            self._templates[key] = templates
+        nonce = server.new_nonce(self._clock())
+        return [(name, nonce.join(parts)) for parts in templates]
 
     # -- the check -------------------------------------------------------------------------
     def verify(

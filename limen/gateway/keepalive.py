@@ -33,7 +33,7 @@ log = logging.getLogger("limen.gateway.keepalive")
 DEFAULT_MAX_MISSES = 3
 
 
-@dataclass
+@dataclass(slots=True)
 class _Probe:
     source: Source  # the binding's source when probing started (reset when it changes)
     next_at: float

@@ -33,12 +33,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from limen.gateway.sides import Side
 from limen.media import LegPolicy, MediaEngine, MediaRefused, Security
 from limen.store.options import GlobalOptions
+from limen.store.schemas import DeviceOverrides
 
 __all__ = [
     "CODEC_SUPPORT",
@@ -61,9 +62,8 @@ CODEC_SUPPORT: dict[str, tuple[str, ...] | None] = {
     "Opus only": ("opus",),
 }
 
-#: A device's overrides of the global options by field name (only those it sets):
-#: ``Directory.overrides``.
-DeviceOverrides = Callable[[str], Mapping[str, Any]]
+#: A device's own option values by device guid (``Directory.overrides``; None: unknown).
+OverridesOf = Callable[[str], DeviceOverrides | None]
 
 
 class MediaController(Protocol):
@@ -123,12 +123,14 @@ def codecs_for(label: str) -> tuple[str, ...] | None:
 
 
 def leg_policies(
-    options: GlobalOptions, overrides: Mapping[str, Any] | None = None
+    options: GlobalOptions, overrides: DeviceOverrides | None = None
 ) -> dict[str, LegPolicy]:
     """Both legs' policy from the global options and a device's overrides."""
-    own = overrides or {}
-    security = own.get("set_side_rtp_security") or options.set_side_rtp_security
-    codec = own.get("setside_codec") or options.setside_codec
+    security: str = options.set_side_rtp_security
+    codec: str = options.setside_codec
+    if overrides is not None:
+        security = overrides.set_side_rtp_security or security
+        codec = overrides.setside_codec or codec
     return {
         Side.SET.value: LegPolicy(Security.parse(security), codecs_for(codec)),
         Side.ICP.value: LegPolicy(Security.parse(options.icp_side_rtp_security), None),
@@ -167,7 +169,7 @@ class RelayMedia:
         self,
         engine: MediaEngine,
         options: Callable[[], GlobalOptions],
-        overrides: DeviceOverrides | None = None,
+        overrides: OverridesOf | None = None,
         *,
         icp_of_device: Callable[[str], str | None] | None = None,
         refusals: SrtpRefusals | None = None,

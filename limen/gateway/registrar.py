@@ -39,6 +39,7 @@ import hashlib
 import hmac
 import logging
 import random
+import sys
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -67,18 +68,56 @@ DEFAULT_EXPIRES = 3600  # RFC 3261 §10.2.1.1: what a REGISTER without any expir
 MIN_EXPIRES = 60  # below this, 423 Interval Too Brief (§10.3 step 7)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Binding:
-    """One registered phone: who (device, AOR), its Contact, where it really is."""
+    """One registered phone: who (device, AOR), its Contact, where it really is.
+
+    Memory (issue 13: one of these per registered phone): the Contact is kept as the text
+    Limen answers with, not as parsed objects (:attr:`contact` parses it when asked: an
+    INVITE or OPTIONS toward the phone, not every REGISTER); the AOR is the device's own
+    username object; the observed host is interned (phones behind one NAT share it).
+    """
 
     device_guid: str
     aor: str  # set-side username
-    contact: NameAddr  # the phone's Contact, as it sent it (without expires)
+    contact_text: str  # the phone's Contact, as it sent it (without expires)
     source: Source  # observed transport / addresses / connection of the last REGISTER
     expires_at: float  # loop time
     nat: bool
-    call_id: str = ""
-    cseq: int = 0
+    call_id: str
+    cseq: int
+
+    def __init__(
+        self,
+        device_guid: str,
+        aor: str,
+        contact: NameAddr | str,
+        source: Source,
+        expires_at: float,
+        nat: bool,
+        call_id: str = "",
+        cseq: int = 0,
+    ) -> None:
+        host, port = source.remote
+        interned = sys.intern(host)
+        if interned is not host:
+            source = Source(source.transport, source.local, (interned, port), source.conn_id)
+        for name, value in (
+            ("device_guid", device_guid),
+            ("aor", aor),
+            ("contact_text", contact if isinstance(contact, str) else str(contact)),
+            ("source", source),
+            ("expires_at", expires_at),
+            ("nat", nat),
+            ("call_id", call_id),
+            ("cseq", cseq),
+        ):
+            object.__setattr__(self, name, value)
+
+    @property
+    def contact(self) -> NameAddr:
+        """The phone's Contact (without expires), parsed."""
+        return parse_name_addr(self.contact_text)
 
     def destination(self) -> Destination:
         """Where requests to the phone go: the observed address, over its connection."""
@@ -168,7 +207,10 @@ class Registrar:
     def contact_token(self, device: DeviceCredentials) -> str:
         """The user part of Limen's ICP-side Contact for ``device``: opaque, stable across
         restarts (derived from the store key), and meaningless to the PBX."""
-        mac = hmac.new(self._token_secret, device.guid.encode(), hashlib.sha256).hexdigest()
+        return self._token_for(device.guid)
+
+    def _token_for(self, guid: str) -> str:
+        mac = hmac.new(self._token_secret, guid.encode(), hashlib.sha256).hexdigest()
         return "lm" + mac[:20]
 
     def device_for_contact_user(self, user: str) -> DeviceCredentials | None:
@@ -176,13 +218,28 @@ class Registrar:
         return None if guid is None else self.ctx.directory.devices.get(guid)
 
     def rebuild_tokens(self) -> None:
-        self._tokens = {self.contact_token(d): g for g, d in self.ctx.directory.devices.items()}
+        self._tokens = {self._token_for(g): g for g in self.ctx.directory.devices}
 
-    def directory_changed(self) -> None:
-        """After ``Directory.reload``: new tokens; bindings of deleted devices go away."""
-        self.rebuild_tokens()
-        for guid in [g for g in self._bindings if g not in self.ctx.directory.devices]:
-            self.unregister(guid, "device removed")
+    def directory_changed(
+        self, added: Iterable[str] | None = None, removed: Iterable[str] = ()
+    ) -> None:
+        """After the Directory changed: tokens of ``added`` devices; bindings (and tokens)
+        of ``removed`` ones go away. Without ``added``, after a whole reload: every token
+        anew and every binding checked (a contact token depends on the guid alone, so an
+        edited device keeps its own)."""
+        if added is None:
+            self.rebuild_tokens()
+            removed = [g for g in self._bindings if g not in self.ctx.directory.devices]
+        else:
+            for guid in added:
+                if guid in self.ctx.directory.devices:
+                    self._tokens[self._token_for(guid)] = guid
+        for guid in removed:
+            if guid in self.ctx.directory.devices:
+                continue
+            self._tokens.pop(self._token_for(guid), None)
+            if guid in self._bindings:
+                self.unregister(guid, "device removed")
 
     def unregister(self, device_guid: str, reason: str) -> Binding | None:
         """Remove a binding and its upstream registration."""
@@ -259,10 +316,11 @@ class Registrar:
             self._respond(txn, request, 500, "Out Of Order", [("Retry-After", "1")])
             return
         granted = granted_expiry(requested, self.ctx.options.setside_reg_expiry)
+        bound = contact.with_params(contact.params.without("expires"))
         binding = Binding(
             device_guid=device.guid,
             aor=device.setside_username,
-            contact=contact.with_params(contact.params.without("expires")),
+            contact=bound,
             source=source,
             expires_at=now + granted,
             nat=detect_nat(request, contact, source),
@@ -401,11 +459,9 @@ class Registrar:
     ) -> None:
         headers: list[tuple[str, str]] = []
         if binding is not None:
-            expires = binding.expires_in(now)
-            contact = binding.contact.with_params(
-                binding.contact.params.with_("expires", str(expires))
-            )
-            headers.append(("Contact", str(contact)))
+            # The stored text is always the name-addr form without expires (NameAddr's
+            # __str__), so the expires parameter is appended, not parsed in (§10.3 step 8).
+            headers.append(("Contact", f"{binding.contact_text};expires={binding.expires_in(now)}"))
         self._respond(txn, request, 200, None, headers)
 
     def _respond(
@@ -426,7 +482,7 @@ class Registrar:
         return StoredBinding(
             device_guid=binding.device_guid,
             aor=binding.aor,
-            contact=str(binding.contact),
+            contact=binding.contact_text,
             transport=s.transport.value,
             remote_host=s.remote[0],
             remote_port=s.remote[1],

@@ -55,9 +55,9 @@ class UpstreamState(StrEnum):
     UNREGISTERING = "unregistering"
 
 
-@dataclass
+@dataclass(slots=True)
 class UpstreamRegistration:
-    """The ICP-side registration of one device."""
+    """The ICP-side registration of one device (slotted: one per registered phone)."""
 
     device: DeviceCredentials
     token: str

@@ -119,6 +119,8 @@ class _Repo:
                         _bump_config_version(session)
             except IntegrityError as exc:
                 raise Conflict(_integrity_reason(exc)) from exc
+        if changes:
+            self._store.own_commits += 1  # counted after the commit (see config_version)
         for change in changes:
             self._store.announce(change)
 
@@ -422,7 +424,93 @@ class DeviceRepository(_Repo):
             heartbeat_interval=row.heartbeat_interval,
             max_calls=row.max_calls,
             max_call_attempts=row.max_call_attempts,
+            prack_support=row.prack_support,
+            set_side_rtp_security=row.set_side_rtp_security,
+            setside_codec=row.setside_codec,
+            rtpframesize=row.rtpframesize,
+            icp_guid=row.icp.guid,
         )
+
+    # The columns the gateway's cache reads, in ``_credentials_of``'s order: a plain
+    # SELECT (no ORM objects, streamed) keeps the load's peak memory and CPU low.
+    _CREDENTIAL_COLUMNS = (
+        m.SipDevice.guid,
+        m.SipDevice.setside_username,
+        m.SipDevice.setside_password_enc,
+        m.SipDevice.icpside_username,
+        m.SipDevice.icpside_password_enc,
+        m.Icp.name,
+        m.SipDevice.clientid,
+        m.SipDevice.challenge_methods,
+        m.SipDevice.options_hb,
+        m.SipDevice.heartbeat_interval,
+        m.SipDevice.max_calls,
+        m.SipDevice.max_call_attempts,
+        m.SipDevice.prack_support,
+        m.SipDevice.set_side_rtp_security,
+        m.SipDevice.setside_codec,
+        m.SipDevice.rtpframesize,
+        m.Icp.guid,
+    )
+
+    def _credentials_of(self, row: Any, shared: dict[str, str]) -> DeviceCredentials:
+        # ``shared`` interns the strings many devices repeat (ICP names and guids, option
+        # values): one object each instead of one per device.
+        def one(value: str | None) -> str | None:
+            return None if value is None else shared.setdefault(value, value)
+
+        return DeviceCredentials(
+            guid=row[0],
+            setside_username=row[1],
+            setside_password=self._box.decrypt(row[2]),
+            # Usually the same text as the set-side username: share the object then.
+            icpside_username=row[1] if row[3] == row[1] else row[3],
+            icpside_password=self._box.decrypt(row[4]),
+            icp=shared.setdefault(row[5], row[5]),
+            clientid=row[6],
+            challenge_methods=_methods_of(row[7]),
+            options_hb=one(row[8]),
+            heartbeat_interval=row[9],
+            max_calls=row[10],
+            max_call_attempts=row[11],
+            prack_support=row[12],
+            set_side_rtp_security=one(row[13]),
+            setside_codec=one(row[14]),
+            rtpframesize=one(row[15]),
+            icp_guid=shared.setdefault(row[16], row[16]),
+        )
+
+    def iter_credentials(
+        self,
+        guids: Iterable[str] | None = None,
+        *,
+        changed_since: dt.datetime | None = None,
+        ordered: bool = False,
+    ) -> Iterator[DeviceCredentials]:
+        """Credentials of every device (or of ``guids``, or of those changed at or after
+        ``changed_since``), streamed in batches: what the gateway's Directory caches."""
+        shared: dict[str, str] = {}
+        query = select(*self._CREDENTIAL_COLUMNS).join(m.Icp, m.SipDevice.icp_id == m.Icp.id)
+        if changed_since is not None:
+            query = query.where(m.SipDevice.updated_at >= changed_since)
+        if ordered:
+            query = query.order_by(m.SipDevice.setside_username)
+        with self._session() as s:
+            if guids is None:
+                result = s.execute(query.execution_options(yield_per=1000))
+                for row in result:
+                    yield self._credentials_of(row, shared)
+                return
+            wanted = [g.lower() for g in guids]
+            for i in range(0, len(wanted), 500):
+                part = query.where(m.SipDevice.guid.in_(wanted[i : i + 500]))
+                for row in s.execute(part):
+                    yield self._credentials_of(row, shared)
+
+    def guids(self) -> set[str]:
+        """The guid of every device (a cheap way to see which ones another process deleted)."""
+        with self._session() as s:
+            return set(s.scalars(select(m.SipDevice.guid)))
 
     def list(
         self, *, icp: str | None = None, offset: int = 0, limit: int | None = None
@@ -505,9 +593,7 @@ class DeviceRepository(_Repo):
             return self._credentials(self._find(s, key))
 
     def all_credentials(self) -> builtins.list[DeviceCredentials]:
-        with self._session() as s:
-            rows = s.scalars(self._query().order_by(m.SipDevice.setside_username)).all()
-            return [self._credentials(r) for r in rows]
+        return builtins.list(self.iter_credentials(ordered=True))
 
     def _check_unique(
         self, s: Session, username: str | None, clientid: str | None, own_id: int | None
@@ -1445,6 +1531,9 @@ class Store:
         self.box = box
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.on_change = on_change
+        # Configuration changes this process committed (each bumps config_version by
+        # one): a watcher subtracts them to see whether another process changed anything.
+        self.own_commits = 0
         self.icps = IcpRepository(self)
         self.devices = DeviceRepository(self)
         self.options = OptionsRepository(self)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -497,15 +498,41 @@ class DeviceRecord(BaseModel):
     )
 
 
-class DeviceCredentials(BaseModel):
-    """What the gateway needs for digest authentication on both sides (in clear)."""
+@dataclass(frozen=True, slots=True)
+class DeviceOverrides:
+    """A device's own values of per-device options (None: the global option applies).
+
+    What the gateway reads per message or per SDP offer; it travels with the device's
+    cached credentials (:class:`DeviceCredentials`), so no hot path reads the store.
+    """
+
+    challenge_methods: tuple[str, ...] | None = None
+    options_hb: str | None = None
+    heartbeat_interval: int | None = None
+    prack_support: bool | None = None
+    set_side_rtp_security: str | None = None
+    setside_codec: str | None = None
+    rtpframesize: str | None = None
+    max_calls: int | None = None
+    max_call_attempts: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCredentials:
+    """What the gateway needs for digest authentication on both sides (in clear), and the
+    device's own option values (:class:`DeviceOverrides`).
+
+    A slotted frozen dataclass rather than a pydantic model: the gateway caches one per
+    provisioned device (issue 13: bytes per device count), and the store builds these
+    itself from its own columns, so there is nothing to validate.
+    """
 
     guid: str
     setside_username: str
     setside_password: str
     icpside_username: str
     icpside_password: str
-    icp: str
+    icp: str  # the ICP's name
     clientid: str | None
     # Per-device overrides the gateway reads on the hot path (None: the global option).
     challenge_methods: list[str] | None = None
@@ -513,6 +540,43 @@ class DeviceCredentials(BaseModel):
     heartbeat_interval: int | None = None
     max_calls: int | None = None
     max_call_attempts: int | None = None
+    prack_support: bool | None = None
+    set_side_rtp_security: str | None = None
+    setside_codec: str | None = None
+    rtpframesize: str | None = None
+    icp_guid: str = ""  # the ICP's guid ("" when built without one, e.g. in tests)
+
+    @property
+    def overrides(self) -> DeviceOverrides:
+        return DeviceOverrides(
+            tuple(self.challenge_methods) if self.challenge_methods is not None else None,
+            self.options_hb,
+            self.heartbeat_interval,
+            self.prack_support,
+            self.set_side_rtp_security,
+            self.setside_codec,
+            self.rtpframesize,
+            self.max_calls,
+            self.max_call_attempts,
+        )
+
+    def model_copy(self, *, update: dict[str, Any] | None = None) -> DeviceCredentials:
+        """A copy with ``update`` applied (pydantic's name, kept for callers and tests)."""
+        return replace(self, **(update or {}))
+
+    def model_dump(
+        self, *, mode: str = "python", exclude: set[str] | None = None
+    ) -> dict[str, Any]:
+        """The fields as a dict (the shape the CLI and backups used when this was a
+        pydantic record; ``mode`` is accepted for that reason: every value is JSON-able)."""
+        skip = exclude or set()
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            if name in skip:
+                continue
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, list) else value
+        return out
 
 
 # -- overrides -------------------------------------------------------------------------
