@@ -859,6 +859,7 @@ class CallController:
                     del self._by_call_id[leg.call_id]
         for fwd in call.forwards:
             self._forget(fwd)
+        call.dispose()
 
     # -- small helpers -------------------------------------------------------------------------
     def _index(self, leg: Leg) -> None:

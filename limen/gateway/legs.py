@@ -337,6 +337,25 @@ class Call:
     def legs(self) -> tuple[Leg, ...]:
         return tuple(leg for leg in (self.a, self.b) if leg is not None)
 
+    def dispose(self) -> None:
+        """Break the call's reference cycles (call ⇄ legs ⇄ peer, call ⇄ forwards ⇄ their
+        client transactions' callbacks) once it is forgotten, so reference counting frees
+        it at once: left to the cyclic collector, ~150 objects per call wait for a full
+        collection, which the server's raised GC thresholds make rare (RSS grew ~20 KB
+        per call over 100,000 calls)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = None
+        self.timer_callback = None
+        for leg in self.legs():
+            leg.peer = None
+        for fwd in self.forwards:
+            fwd.client_txn = None
+            fwd.auth = None
+        self.forwards.clear()
+        self.initial = None
+        self.a = self.b = None
+
     def next_deadline(self) -> float | None:
         """The earlier of its legs' next deadlines (each forward's Timer C belongs to its
         target leg, its 2xx retransmission to its source leg: one pass covers both)."""
