@@ -92,6 +92,7 @@ DEVICES = 10_000
 # calls/s, above any rate reached here (the search would report admission, not CPU).
 REAL_DEVICES = 5_000
 WARMUP_CALLS = 5_000
+PACE_SLACK = 2.0  # seconds; see call_trial
 DEFAULT_TARGETS = ("limen-bare", "limen-real", "sippy")
 # The process under test of the current trial (CPU time at each rate).
 CURRENT_PID: dict[str, int] = {}
@@ -205,7 +206,10 @@ def call_trial(
             pcap.stop()
         stop()
     rtts = pcap.setup_times() if pcap is not None else a.rtts_ms
-    paced = a.elapsed <= seconds * 1.15 + 6
+    # Kept pace: the last call started on time and ended (its 0.5 s talk, set-up) within
+    # PACE_SLACK. A slack of 6 s (until 2026-12-06) let a saturated X pass by queueing:
+    # Sippy "passed" 400/s taking 9.9 s for 5 s of calls at 96 % of its core.
+    paced = a.elapsed <= seconds * 1.15 + PACE_SLACK
     need = math.ceil(SUCCESS * calls)
     ok = a.successful >= need and b.successful >= need and paced
     note = "" if paced else f"pace lost ({a.elapsed:.1f} s for {seconds:g} s of calls)"
