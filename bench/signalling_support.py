@@ -269,12 +269,25 @@ UAS_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 """
 
 # The PBX side of the realistic configuration: Limen offers SRTP there too (figure 11:
-# icp_side_rtp_security "Prefer"); this callee answers RTP/SAVP with its own a=crypto.
+# icp_side_rtp_security "Prefer", every suite it supports, strongest first); this callee
+# accepts the AES_CM_128_HMAC_SHA1_80 line with that line's tag (RFC 4568 §5.1.2) and its
+# own key.
 UAS_SRTP_XML = UAS_XML.replace(
+    '<recv request="INVITE" crlf="true"/>',
+    '<recv request="INVITE" crlf="true">\n'
+    "    <action>\n"
+    '      <ereg regexp="a=crypto:([0-9]+) AES_CM_128_HMAC_SHA1_80 " search_in="body" '
+    'check_it="true" assign_to="crypto_line,crypto_tag"/>\n'
+    "    </action>\n"
+    "  </recv>\n"
+    '  <Reference variables="crypto_line"/>',
+    1,
+).replace(
     "m=audio [media_port] RTP/AVP 0\n      a=rtpmap:0 PCMU/8000",
-    "m=audio [media_port] RTP/SAVP 0\n      a=rtpmap:0 PCMU/8000\n      " + BENCH_CRYPTO,
+    "m=audio [media_port] RTP/SAVP 0\n      a=rtpmap:0 PCMU/8000\n      "
+    + BENCH_CRYPTO.replace("a=crypto:1 ", "a=crypto:[$crypto_tag] "),
 )
-assert UAS_SRTP_XML != UAS_XML
+assert "[$crypto_tag]" in UAS_SRTP_XML and "<ereg" in UAS_SRTP_XML
 
 # REGISTER with digest (401 expected): -inf fields user;domain;[authentication ...]
 REGISTER_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
