@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = Path(sys.executable)
@@ -98,6 +99,112 @@ UAC_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 </scenario>
 """.replace("PAUSE_MS", str(CALL_PAUSE_MS))
 
+# Realistic configuration (issue 13): the phone offers SRTP (RTP/SAVP, one SDES a=crypto
+# line, RFC 4568) and answers Limen's 407 with digest (SIPp -au/-ap from the -inf file).
+# SIPp cannot run SRTP, so no RTP flows: Limen still allocates the relay's ports and both
+# SRTP contexts per call (the signalling and set-up cost), which is what this bench times.
+# Branches: the ACK of the 407 reuses the first INVITE's (message index 0, so [branch-3]
+# from the ACK at index 3) -- RFC 3261 §17.1.1.3.
+BENCH_CRYPTO = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"
+UAC_REAL_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="bench call UAC, digest + SRTP offer">
+  <send retrans="500" start_rtd="1">
+    <![CDATA[
+      INVITE sip:[service]@[rdomain] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: "Bench [field0]" <sip:[field0]@[field1]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[rdomain]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:[field0]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/SAVP 0
+      a=rtpmap:0 PCMU/8000
+      BENCH_CRYPTO
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="407" auth="true"/>
+  <send>
+    <![CDATA[
+      ACK sip:[service]@[rdomain] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3];rport
+      From: "Bench [field0]" <sip:[field0]@[field1]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[rdomain]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[rdomain] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: "Bench [field0]" <sip:[field0]@[field1]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[rdomain]>
+      Call-ID: [call_id]
+      CSeq: 2 INVITE
+      Contact: <sip:[field0]@[local_ip]:[local_port]>
+      [field2]
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/SAVP 0
+      a=rtpmap:0 PCMU/8000
+      BENCH_CRYPTO
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rtd="1" rrs="true"/>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      [routes]
+      From: "Bench [field0]" <sip:[field0]@[field1]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[rdomain]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <pause milliseconds="PAUSE_MS"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      [routes]
+      From: "Bench [field0]" <sip:[field0]@[field1]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[rdomain]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 3 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>
+  <ResponseTimeRepartition value="5, 10, 20, 50, 100, 200"/>
+</scenario>
+""".replace("PAUSE_MS", str(CALL_PAUSE_MS)).replace("BENCH_CRYPTO", BENCH_CRYPTO)
+
 # For Sippy: its 200's Contact is ``Anonymous <sip:...>`` (unquoted display name) and
 # SIPp 3.6.1's [next_url] then keeps "Anonymous" in the ACK/BYE Request-URI, which Sippy
 # cannot parse; a B2BUA matches the dialog by Call-ID and tags, so aim at the B2BUA itself.
@@ -160,6 +267,27 @@ UAS_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
   <timewait milliseconds="1000"/>
 </scenario>
 """
+
+# The PBX side of the realistic configuration: Limen offers SRTP there too (figure 11:
+# icp_side_rtp_security "Prefer", every suite it supports, strongest first); this callee
+# accepts the AES_CM_128_HMAC_SHA1_80 line with that line's tag (RFC 4568 §5.1.2) and its
+# own key.
+UAS_SRTP_XML = UAS_XML.replace(
+    '<recv request="INVITE" crlf="true"/>',
+    '<recv request="INVITE" crlf="true">\n'
+    "    <action>\n"
+    '      <ereg regexp="a=crypto:([0-9]+) AES_CM_128_HMAC_SHA1_80 " search_in="body" '
+    'check_it="true" assign_to="crypto_line,crypto_tag"/>\n'
+    "    </action>\n"
+    "  </recv>\n"
+    '  <Reference variables="crypto_line"/>',
+    1,
+).replace(
+    "m=audio [media_port] RTP/AVP 0\n      a=rtpmap:0 PCMU/8000",
+    "m=audio [media_port] RTP/SAVP 0\n      a=rtpmap:0 PCMU/8000\n      "
+    + BENCH_CRYPTO.replace("a=crypto:1 ", "a=crypto:[$crypto_tag] "),
+)
+assert "[$crypto_tag]" in UAS_SRTP_XML and "<ereg" in UAS_SRTP_XML
 
 # REGISTER with digest (401 expected): -inf fields user;domain;[authentication ...]
 REGISTER_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -472,6 +600,7 @@ def start_limen(
     profile: Path | None = None,
     protection: bool = True,
     upstream: bool = True,
+    realistic: bool = False,
 ) -> tuple[subprocess.Popen[bytes], int]:
     """``limen.app.run`` in a child process over a fresh store: one ICP at ``icp``, devices
     ``p0 .. p{devices-1}`` (set side ``p<n>``/``set-p<n>``, ICP side ``icpp<n>``), global
@@ -500,6 +629,8 @@ def start_limen(
         cmd += ["--protection", "off"]
     if upstream is False:
         cmd += ["--no-upstream"]
+    if realistic:
+        cmd += ["--realistic"]
     process = daemons.start("limen", cmd, log)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -512,7 +643,7 @@ def start_limen(
 
 
 def _limen_main(args: argparse.Namespace) -> None:
-    from limen.app import prepare, run
+    from limen.app import prepare
     from limen.config import (
         ApiSettings,
         MediaSettings,
@@ -543,14 +674,21 @@ def _limen_main(args: argparse.Namespace) -> None:
         ),
         api=ApiSettings(enabled=False),
         provisioning=ProvisioningSettings(enabled=False),
-        media=MediaSettings(relay=False),
+        # Realistic (issue 13): the relay on, in this process (workers = 0, the default).
+        media=MediaSettings(relay=args.realistic),
         # Protection on: every check runs per message (bans, ACL, rate counting, scanner
         # User-Agents); the one SIPp source is trusted so its load is never banned.
         # Protection off: no rate limit, no scanner list, and the gate of issue 9 replaced
         # by the pre-gate rule (a bench instrument, not a setting: no configuration of
         # Limen can switch the gate off).
         security=SecuritySettings(trusted=[f"{LOCAL}/32"])
-        if args.protection == "on"
+        if args.protection == "on" and not args.realistic
+        # Realistic: every default, the SIPp source NOT trusted (so it is counted, screened
+        # and could be banned), except the per-source rate limit, which one SIPp UAC
+        # carrying every phone's calls would trip (60 messages / 2 s by default): raised
+        # so that it counts every message but never fires.
+        else SecuritySettings(sip_rate_limit=1_000_000)
+        if args.realistic
         else SecuritySettings(sip_rate_limit=0, scanner_user_agents=[]),
     )
     if args.no_upstream:
@@ -590,21 +728,37 @@ def _limen_main(args: argparse.Namespace) -> None:
             )
             for n in range(args.devices)
         )
-        store.options.set(
-            {
-                "sip_udp": True,
-                "sip_tcp": False,
-                "sip_tls": False,
-                "options_keepalive": "Never",
-                "challenge_methods": [],
-                # One SIPp UAC is device p0 for every call: no per-device admission limits
-                # (they exist to stop one phone taking every port, not to cap a bench).
-                "max_calls_per_device": 0,
-                "max_call_attempts_per_minute": 0,
-            }
-        )
+        if args.realistic:
+            # Figure 11's defaults (challenge INVITE and SUBSCRIBE, SRTP Require toward the
+            # phones and Prefer toward the PBX, call admission 4 calls / 20 attempts a
+            # minute per device, keepalives) except: UDP on (SIPp and Sippy speak UDP;
+            # figure 11 has it off) and the relay's ports outside the default range, so
+            # that the bench never collides with a test's relay on the shared machine.
+            store.options.set({"sip_udp": True, "srtp_port_min": 42000, "srtp_port_max": 52998})
+        else:
+            store.options.set(BARE_OPTIONS)
     finally:
         store.close()
+    _run_limen(args, settings)
+
+
+# The bare configuration: what Sippy's b2bua_simple does (no challenge, media off).
+BARE_OPTIONS: dict[str, object] = {
+    "sip_udp": True,
+    "sip_tcp": False,
+    "sip_tls": False,
+    "options_keepalive": "Never",
+    "challenge_methods": [],
+    # One SIPp UAC is device p0 for every call: no per-device admission limits
+    # (they exist to stop one phone taking every port, not to cap a bench).
+    "max_calls_per_device": 0,
+    "max_call_attempts_per_minute": 0,
+}
+
+
+def _run_limen(args: argparse.Namespace, settings: Any) -> None:
+    from limen.app import run
+
     logging.getLogger().setLevel(logging.WARNING)
 
     def announce(line: str) -> None:
@@ -794,6 +948,68 @@ if __name__ == "__main__":
     limen.add_argument("--profile", default="")
     limen.add_argument("--protection", choices=("on", "off"), default="on")
     limen.add_argument("--no-upstream", action="store_true")
+    limen.add_argument("--realistic", action="store_true")
     parsed = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     _limen_main(parsed)
+
+
+# --- floods (the long-run mode) -------------------------------------------------------------
+
+# The unauthenticated flood of tests/acceptance/test_acc_security.py (50 source addresses,
+# never-completed requests with fresh Call-IDs), aimed at any port on loopback: every
+# 127/8 address is local on Linux, so 127.0.1.1-50 are 50 distinct, untrusted sources.
+FLOOD_SOURCES = [f"127.0.1.{n}" for n in range(1, 51)]
+FLOODER = """
+import random, socket, sys, time
+kind, rate, seconds, host, port = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), \\
+    sys.argv[4], int(sys.argv[5])
+sources = sys.argv[6].split(",")
+def message(i, src):
+    user = "u%d" % random.randint(1, 10**6)
+    ruri = "sip:%s" % host if kind == "REGISTER" else "sip:%d@%s" % (8000 + i % 1000, host)
+    return ("%s %s SIP/2.0\\r\\nVia: SIP/2.0/UDP %s;branch=z9hG4bK%d.%d;rport\\r\\n"
+            "From: <sip:%s@%s>;tag=%d\\r\\nTo: <sip:%s@%s>\\r\\nCall-ID: f%d.%d\\r\\n"
+            "CSeq: 1 %s\\r\\nMax-Forwards: 70\\r\\nContact: <sip:%s@%s>\\r\\n"
+            "Content-Length: 0\\r\\n\\r\\n" % (kind, ruri, src, i, random.getrandbits(30),
+            user, host, i, user, host, i, random.getrandbits(30), kind, user, src)).encode()
+socks = []
+for src in sources:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((src, 0)); s.setblocking(False); socks.append(s)
+start = time.monotonic(); sent = 0
+while time.monotonic() - start < seconds:
+    due = int((time.monotonic() - start) * rate)
+    while sent < due:
+        n = sent % len(socks)
+        try:
+            socks[n].sendto(message(sent, sources[n]), (host, port))
+        except OSError:
+            pass
+        sent += 1
+    time.sleep(0.001)
+print(sent)
+"""
+
+
+def flood(kind: str, rate: float, seconds: float, host: str, port: int) -> int:
+    """Send ``kind`` requests (INVITE, REGISTER, OPTIONS) at ``rate``/s for ``seconds``
+    from the 50 flood sources; returns how many were sent."""
+    out = subprocess.run(
+        [
+            str(PYTHON),
+            "-c",
+            FLOODER,
+            kind,
+            str(rate),
+            str(seconds),
+            host,
+            str(port),
+            ",".join(FLOOD_SOURCES),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    )
+    return int(out.stdout.strip() or 0)

@@ -95,4 +95,6 @@ def is_keepalive_datagram(data: bytes) -> bool:
     RFC 5626 §3.5.1 defines CRLF keepalives for streams only (UDP uses STUN); we neither
     answer nor count these as errors.
     """
-    return bool(data) and not data.strip(b"\r\n")
+    # First octet before strip(): a SIP message ends in CRLF CRLF, so strip() would copy
+    # every message on the receive path only to find text in it.
+    return bool(data) and data[0] in (10, 13) and not data.strip(b"\r\n")
