@@ -98,7 +98,7 @@ from limen.gateway.policy import (
     translate_replaces,
     uri_host_allowed,
 )
-from limen.gateway.respond import own_response
+from limen.gateway.respond import respond
 from limen.gateway.routing import (
     RETRY_AFTER_UNREACHABLE,
     BindingLookup,
@@ -916,12 +916,8 @@ class CallController:
     ) -> None:
         """Answer ``request`` ourselves; ``stateless`` for answers to requests that belong
         to nothing we hold (no transaction kept, one packet per request received)."""
-        response = own_response(self.ctx, request, status, reason, headers)
         try:
-            if stateless:
-                self.ctx.stack.respond_stateless(txn, response)
-            else:
-                self.ctx.stack.respond(txn, response)
+            respond(self.ctx, txn, request, status, reason, headers, stateless=stateless)
         except SipError as exc:
             log.debug("cannot answer %d: %s", status, exc)
 

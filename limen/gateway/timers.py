@@ -38,11 +38,18 @@ class TimerHandle:
     def cancel(self) -> None:
         if not self.cancelled:
             self.cancelled = True
+            # The heap keeps the handle until it is popped or compacted: let go of the
+            # callback now, so a cancelled timer does not keep its call alive.
+            self.callback = _spent
             self._owner._dropped()
 
     def __repr__(self) -> str:
         state = " cancelled" if self.cancelled else ""
         return f"<TimerHandle at {self.when:.3f}{state}>"
+
+
+def _spent() -> None:
+    """The callback of a cancelled handle (never run)."""
 
 
 class Timers:
