@@ -144,6 +144,26 @@ def make_settings(tmp_path: Path, **sip: Any) -> Settings:
     )
 
 
+def free_media_base(host: str = "127.0.0.1") -> int:
+    """A port P with P..P+3 free: SIPp binds ``-mp`` P for audio and P+2 for video (each
+    with its RTCP neighbour), so a free P alone let it die on "Address already in use"."""
+    for _ in range(50):
+        base = free_udp_port(host)
+        socks = []
+        try:
+            for offset in range(4):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind((host, base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no four consecutive free UDP ports")
+
+
 @dataclass
 class Sipp:
     """One SIPp run (phone or PBX extension) with its message trace."""
@@ -200,7 +220,7 @@ async def sipp(
     cmd += ["-i", "127.0.0.1", "-p", str(port), "-m", str(calls), "-nostdin", "-timeout", "30s"]
     cmd += ["-trace_msg", "-message_file", str(folder / f"{name}.msg")]
     cmd += ["-trace_err", "-error_file", str(folder / f"{name}.err")]
-    cmd += ["-mp", str(free_udp_port())]
+    cmd += ["-mp", str(free_media_base())]
     if inf is not None:
         inf_path = folder / f"{name}.csv"
         inf_path.write_text(f"SEQUENTIAL\n{inf}\n")
